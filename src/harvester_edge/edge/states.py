@@ -1,0 +1,201 @@
+"""Slurm job states, mapped to Harvester worker statuses with a diagnosis and an error code.
+
+Every facility ends up reporting Slurm's own state (SFAPI and S3M pass squeue/sacct through,
+Globus Compute and IRI wrap it), so this is the one place that decides what a state means.
+Rules beyond stock Harvester's monitors:
+- short codes (``CG``, ``CF``...) are understood, not mapped to failed;
+- ``CANCELLED by 123`` is cancelled;
+- ``COMPLETED`` with a non-zero exit code is failed, with the exit code in the diagnosis;
+- ``NODE_FAIL``, ``BOOT_FAIL``, ``OUT_OF_MEMORY``, ``DEADLINE`` are failed, naming the cause;
+- ``TIMEOUT`` and ``PREEMPTED`` stay *finished* as in stock Harvester (a pilot reaching its
+  walltime is normal), with the cause in the diagnosis.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from ..harvester import WorkSpec
+
+
+class ErrorCode(enum.IntEnum):
+    """Harvester ``errorCode`` values set by harvester-edge (documented in docs/errors.md)."""
+
+    NONZERO_EXIT = 8101
+    SLURM_FAILED = 8102
+    NODE_FAIL = 8103
+    BOOT_FAIL = 8104
+    OUT_OF_MEMORY = 8105
+    DEADLINE = 8106
+    TIMEOUT = 8107
+    PREEMPTED = 8108
+    CANCELLED = 8109
+    REVOKED = 8110
+    SUBMIT_REJECTED = 8201
+    JOB_LOST = 8202
+    SUBMIT_LOST = 8203
+    PILOTS_FAILED = 8301
+    CVMFS = 8302
+
+
+class SlurmState(enum.Enum):
+    """Slurm job states: value is (long name, short code)."""
+
+    BOOT_FAIL = ("BOOT_FAIL", "BF")
+    CANCELLED = ("CANCELLED", "CA")
+    COMPLETED = ("COMPLETED", "CD")
+    COMPLETING = ("COMPLETING", "CG")
+    CONFIGURING = ("CONFIGURING", "CF")
+    DEADLINE = ("DEADLINE", "DL")
+    FAILED = ("FAILED", "F")
+    NODE_FAIL = ("NODE_FAIL", "NF")
+    OUT_OF_MEMORY = ("OUT_OF_MEMORY", "OOM")
+    PENDING = ("PENDING", "PD")
+    PREEMPTED = ("PREEMPTED", "PR")
+    RESV_DEL_HOLD = ("RESV_DEL_HOLD", "RD")
+    REQUEUE_FED = ("REQUEUE_FED", "RF")
+    REQUEUE_HOLD = ("REQUEUE_HOLD", "RH")
+    REQUEUED = ("REQUEUED", "RQ")
+    RESIZING = ("RESIZING", "RS")
+    REVOKED = ("REVOKED", "RV")
+    RUNNING = ("RUNNING", "R")
+    SIGNALING = ("SIGNALING", "SI")
+    SPECIAL_EXIT = ("SPECIAL_EXIT", "SE")
+    STAGE_OUT = ("STAGE_OUT", "SO")
+    STOPPED = ("STOPPED", "ST")
+    SUSPENDED = ("SUSPENDED", "S")
+    TIMEOUT = ("TIMEOUT", "TO")
+
+    @property
+    def long_name(self) -> str:
+        return self.value[0]
+
+    @property
+    def code(self) -> str:
+        return self.value[1]
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+    @classmethod
+    def parse(cls, text: str) -> SlurmState:
+        """Parse a long name, a short code, ``CANCELLED by 123`` or sacct's ``CANCELLED+``.
+
+        Raises ValueError naming the text when it is no Slurm state.
+        """
+        word = (text or "").strip().split(" ", 1)[0].rstrip("+").upper()
+        state = _BY_NAME.get(word)
+        if state is None:
+            raise ValueError(f"unknown Slurm job state {text!r}")
+        return state
+
+
+_BY_NAME: dict[str, SlurmState] = {}
+for _s in SlurmState:
+    _BY_NAME[_s.long_name] = _s
+    _BY_NAME[_s.code] = _s
+
+_FINAL = frozenset(
+    {
+        SlurmState.BOOT_FAIL, SlurmState.CANCELLED, SlurmState.COMPLETED, SlurmState.DEADLINE,
+        SlurmState.FAILED, SlurmState.NODE_FAIL, SlurmState.OUT_OF_MEMORY, SlurmState.PREEMPTED,
+        SlurmState.REVOKED, SlurmState.SPECIAL_EXIT, SlurmState.TIMEOUT,
+    }
+)  # fmt: skip
+
+# Live states -> worker status.  Held/requeued jobs wait in the queue: submitted.
+_LIVE = {
+    SlurmState.PENDING: WorkSpec.ST_submitted,
+    SlurmState.CONFIGURING: WorkSpec.ST_submitted,
+    SlurmState.REQUEUED: WorkSpec.ST_submitted,
+    SlurmState.REQUEUE_HOLD: WorkSpec.ST_submitted,
+    SlurmState.REQUEUE_FED: WorkSpec.ST_submitted,
+    SlurmState.RESV_DEL_HOLD: WorkSpec.ST_submitted,
+    SlurmState.RUNNING: WorkSpec.ST_running,
+    SlurmState.COMPLETING: WorkSpec.ST_running,
+    SlurmState.STAGE_OUT: WorkSpec.ST_running,
+    SlurmState.SIGNALING: WorkSpec.ST_running,
+    SlurmState.RESIZING: WorkSpec.ST_running,
+    SlurmState.SUSPENDED: WorkSpec.ST_running,
+    SlurmState.STOPPED: WorkSpec.ST_running,
+}
+
+# Final failure states with their cause.
+_FAILED_CAUSE = {
+    SlurmState.FAILED: (ErrorCode.SLURM_FAILED, "job failed"),
+    SlurmState.NODE_FAIL: (ErrorCode.NODE_FAIL, "node failure (NODE_FAIL)"),
+    SlurmState.BOOT_FAIL: (ErrorCode.BOOT_FAIL, "node boot failure (BOOT_FAIL)"),
+    SlurmState.OUT_OF_MEMORY: (ErrorCode.OUT_OF_MEMORY, "out of memory (OUT_OF_MEMORY)"),
+    SlurmState.DEADLINE: (ErrorCode.DEADLINE, "deadline reached before start (DEADLINE)"),
+    SlurmState.REVOKED: (ErrorCode.REVOKED, "revoked by a sibling cluster (REVOKED)"),
+    SlurmState.SPECIAL_EXIT: (ErrorCode.SLURM_FAILED, "special exit (SPECIAL_EXIT)"),
+}
+
+_EXIT = re.compile(r"^\s*(-?\d+)(?::(\d+))?\s*$")
+
+
+def parse_exit_code(text: str | int | None) -> tuple[int | None, int | None]:
+    """``"3:0"`` -> (3, 0): sacct's ``exitcode:signal``.  Bare ints are taken as exit codes."""
+    if text is None or text == "":
+        return None, None
+    if isinstance(text, int):
+        return text, 0
+    m = _EXIT.match(str(text))
+    if not m:
+        return None, None
+    return int(m.group(1)), int(m.group(2)) if m.group(2) is not None else 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a Slurm record means for the worker."""
+
+    status: str
+    diagnosis: str = ""
+    error_code: int | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in (
+            WorkSpec.ST_finished, WorkSpec.ST_failed, WorkSpec.ST_cancelled, WorkSpec.ST_missed,
+        )  # fmt: skip
+
+
+def judge(
+    state: SlurmState,
+    exit_code: int | None = None,
+    signal: int | None = None,
+    reason: str = "",
+    state_text: str = "",
+) -> Verdict:
+    """Map a Slurm state (+ exit code, signal, reason) to a worker status and diagnosis.
+
+    ``state_text`` is the scheduler's own text, e.g. ``CANCELLED by 1234`` (who cancelled).
+    """
+    why = f" (reason: {reason})" if reason and reason not in ("None", "none") else ""
+    if state in _LIVE:
+        return Verdict(_LIVE[state], f"{state.long_name}{why}" if why else "")
+    exit_text = "" if exit_code is None else f", exit code {exit_code}"
+    if signal:
+        exit_text += f", signal {signal}"
+    if state is SlurmState.COMPLETED:
+        if exit_code:
+            return Verdict(
+                WorkSpec.ST_failed,
+                f"batch job completed with non-zero exit code {exit_code}",
+                ErrorCode.NONZERO_EXIT,
+            )
+        return Verdict(WorkSpec.ST_finished)
+    if state is SlurmState.CANCELLED:
+        by = state_text.split(" by ", 1)[1].strip() if " by " in state_text else ""
+        who = f" by uid {by}" if by else ""
+        return Verdict(WorkSpec.ST_cancelled, f"batch job cancelled{who}{why}", ErrorCode.CANCELLED)
+    if state is SlurmState.TIMEOUT:
+        return Verdict(WorkSpec.ST_finished, "batch job reached its walltime (TIMEOUT)")
+    if state is SlurmState.PREEMPTED:
+        return Verdict(WorkSpec.ST_finished, "batch job was preempted (PREEMPTED)")
+    code, cause = _FAILED_CAUSE[state]
+    return Verdict(WorkSpec.ST_failed, f"{cause}{exit_text}{why}", code)

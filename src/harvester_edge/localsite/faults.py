@@ -1,0 +1,194 @@
+"""Fault-injection knobs for the loopback gateways.
+
+The failure modes that hurt edge-API clients in production (slow answers, 5xx bursts, a submit
+POST that times out *after* the job was created, a server that accepts and never answers,
+machine outages, short-lived tokens answered with 403) must be reproducible in tests.  One
+``Knobs`` object holds them; tests and the demo CLI change them at runtime (directly, through
+``update()``, or through the gateway's ``POST /_admin/knobs``).
+
+Every attribute assignment is validated and wakes waiters, so a request stuck in ``hang`` is
+released as soon as ``hang`` is cleared.  Waits always also watch a stop ``threading.Event``,
+so stopping a gateway is never blocked by a knob.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+MACHINE_STATES = ("active", "degraded", "unavailable", "other")
+ERROR_CODES = (500, 502, 503)
+
+
+def _nonneg(name: str, value: Any) -> float:
+    number = float(value)
+    if number < 0 or number != number:  # NaN check without math import
+        raise ValueError(f"{name} must be a non-negative number")
+    return number
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no", ""):
+        return value.lower() in ("true", "1", "yes")
+    if isinstance(value, int):
+        return bool(value)
+    raise ValueError(f"{name} must be a boolean")
+
+
+def _string_list(name: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError(f"{name} must be a list of strings")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Validate one knob value; raises ValueError/TypeError with the knob's name."""
+    if name in ("latency", "task_delay", "post_timeout", "token_lifetime"):
+        return _nonneg(name, value)
+    if name == "error_rate":
+        rate = float(value)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("error_rate must be between 0 and 1")
+        return rate
+    if name in ("hang", "error_on_token"):
+        return _boolean(name, value)
+    if name in ("error_paths", "status_notes"):
+        return _string_list(name, value)
+    if name == "seed":
+        return None if value is None else int(value)
+    if name == "machine_status":
+        if value not in MACHINE_STATES:
+            raise ValueError(f"machine_status must be one of {', '.join(MACHINE_STATES)}")
+        return value
+    if name == "status_description":
+        return None if value is None else str(value)
+    if name == "expired_token_status":
+        status = int(value)
+        if not 400 <= status <= 599:
+            raise ValueError("expired_token_status must be an HTTP error status")
+        return status
+    raise ValueError(f"unknown knob: {name}")
+
+
+@dataclass
+class Knobs:
+    """Runtime-adjustable faults and site state of a loopback gateway.
+
+    :ivar latency: seconds added to every API request (token endpoint included).
+    :ivar task_delay: seconds after creation before a task reports its result; the Slurm
+        command itself runs at once in the background.
+    :ivar error_rate: fraction of API requests answered 500/502/503 before doing anything.
+    :ivar error_on_token: also inject errors on the token endpoint.
+    :ivar error_paths: only inject errors on paths starting with one of these prefixes
+        (full path like ``/api/v1.2/compute`` or API-relative like ``/compute``); empty = all.
+    :ivar seed: seed of the error generator, so a test sees the same error sequence each run.
+    :ivar post_timeout: a job-submit POST creates the task and job, then stalls this long
+        before answering (a client read timeout after the job exists).
+    :ivar hang: accept connections but answer no API request until cleared or stopped.
+    :ivar machine_status: ``active`` | ``degraded`` | ``unavailable`` | ``other``.
+    :ivar status_description: description in status answers (default derived from status).
+    :ivar status_notes: notes in status answers.
+    :ivar token_lifetime: seconds an issued access token is valid.
+    :ivar expired_token_status: HTTP status for a missing/bad/expired token (NERSC: 403).
+    """
+
+    latency: float = 0.0
+    task_delay: float = 0.0
+    error_rate: float = 0.0
+    error_on_token: bool = False
+    error_paths: list[str] = field(default_factory=list)
+    seed: int | None = None
+    post_timeout: float = 0.0
+    hang: bool = False
+    machine_status: str = "active"
+    status_description: str | None = None
+    status_notes: list[str] = field(default_factory=list)
+    token_lifetime: float = 600.0
+    expired_token_status: int = 403
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_cond", threading.Condition(threading.RLock()))
+        object.__setattr__(self, "_rng", random.Random(self.seed))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+            return
+        value = _coerce(name, value)
+        cond: threading.Condition | None = self.__dict__.get("_cond")
+        if cond is None:  # still inside the dataclass __init__
+            object.__setattr__(self, name, value)
+            return
+        with cond:
+            object.__setattr__(self, name, value)
+            if name == "seed":
+                self._rng.seed(value)
+            cond.notify_all()
+
+    # ------------------------------------------------------------------ public API
+    @classmethod
+    def names(cls) -> list[str]:
+        """All knob names (for the admin endpoint and CLI)."""
+        return [f.name for f in fields(cls)]
+
+    def update(self, **values: Any) -> None:
+        """Set several knobs atomically; all values are validated before any is applied."""
+        checked = {name: _coerce(name, value) for name, value in values.items()}
+        with self._cond:
+            for name, value in checked.items():
+                setattr(self, name, value)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy of the current values."""
+        with self._cond:
+            out = {name: getattr(self, name) for name in self.names()}
+        out["error_paths"] = list(out["error_paths"])
+        out["status_notes"] = list(out["status_notes"])
+        return out
+
+    def draw_error(self, path: str, relative_path: str, is_token: bool) -> int | None:
+        """Decide whether this request gets an injected 5xx; returns the status or None.
+
+        The generator is only consulted for requests the filters select, so the error
+        sequence for a given seed does not depend on unrelated traffic.
+        """
+        with self._cond:
+            if self.error_rate <= 0 or (is_token and not self.error_on_token):
+                return None
+            if self.error_paths and not any(
+                path.startswith(p) or relative_path.startswith(p) for p in self.error_paths
+            ):
+                return None
+            if self._rng.random() >= self.error_rate:
+                return None
+            return self._rng.choice(ERROR_CODES)
+
+    def wait_while_hung(self, stop: threading.Event, poll: float = 0.2) -> bool:
+        """Block while ``hang`` is set; False when ``stop`` was set meanwhile (do not answer)."""
+        with self._cond:
+            while self.hang and not stop.is_set():
+                self._cond.wait(poll)  # poll too: stop() may not notify this condition
+        return not stop.is_set()
+
+    def wake(self) -> None:
+        """Wake every waiter so it re-checks its stop event (called by gateway.stop())."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def status_text(self) -> str:
+        """The machine description shown by status endpoints."""
+        if self.status_description:
+            return self.status_description
+        return {
+            "active": "System Available",
+            "degraded": "System Degraded",
+            "unavailable": "System Unavailable",
+        }.get(self.machine_status, "System status unknown")

@@ -1,0 +1,141 @@
+"""Confined file access for the gateways' ``utilities`` endpoints.
+
+A loopback gateway runs as the local user (often root in CI), so its ls/download/upload must
+never reach outside the directories it was given: paths are resolved (symlinks and ``..``
+included) and must stay inside one of ``roots``.  Answers mimic SFAPI's shapes, including
+its "No such file or directory" wording, which sfapi_client checks for.
+"""
+
+from __future__ import annotations
+
+import base64
+import grp
+import os
+import pwd
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+MAX_DOWNLOAD = 16 * 1024 * 1024  # bytes; bigger files are refused, not truncated
+
+
+class OutsideRoots(PermissionError):
+    """The path resolves outside every allowed root."""
+
+
+class FileArea:
+    """Files under ``roots``; relative paths are taken relative to ``home``."""
+
+    def __init__(self, roots: list[str | os.PathLike[str]], home: str | os.PathLike[str]) -> None:
+        self.roots = [Path(os.path.realpath(r)) for r in roots]
+        self.home = Path(home)
+
+    def resolve(self, raw: str, for_write: bool = False) -> Path:
+        """Resolve a request path and check confinement; raise OutsideRoots if it escapes.
+
+        For a write the file may not exist yet, so its parent directory is resolved instead.
+        """
+        path = Path(raw) if raw.startswith("/") else self.home / raw
+        if for_write and not path.exists():
+            real = Path(os.path.realpath(path.parent)) / path.name
+        else:
+            real = Path(os.path.realpath(path))
+        for root in self.roots:
+            if real == root or root in real.parents:
+                return real
+        raise OutsideRoots(f"{raw}: path is outside the allowed directories")
+
+    # ------------------------------------------------------------------ operations
+    def ls(self, raw: str) -> dict[str, Any]:
+        """SFAPI DirectoryOutput: one entry (full path) for a file, ``.``/``..``/children else."""
+        path = self.resolve(raw)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return _error(f"ls: cannot access '{raw}': No such file or directory", entries=[])
+        if not stat.S_ISDIR(st.st_mode):
+            return {"status": "OK", "entries": [_entry(str(path), st)], "error": None}
+        entries = [_entry(".", st), _entry("..", os.lstat(path.parent))]
+        try:
+            children = sorted(os.listdir(path))
+        except OSError as exc:
+            return _error(f"ls: cannot open directory '{raw}': {exc.strerror}", entries=[])
+        for name in children:
+            try:
+                entries.append(_entry(name, os.lstat(path / name), path / name))
+            except OSError:
+                continue  # vanished while listing
+        return {"status": "OK", "entries": entries, "error": None}
+
+    def download(self, raw: str, binary: bool) -> dict[str, Any]:
+        """SFAPI FileDownload: text, or base64 with ``is_binary`` when asked or not UTF-8."""
+        path = self.resolve(raw)
+        if path.is_dir():
+            return _error(f"{raw}: Is a directory")
+        try:
+            if path.stat().st_size > MAX_DOWNLOAD:
+                return _error(f"{raw}: file larger than {MAX_DOWNLOAD} bytes")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return _error(f"{raw}: No such file or directory")
+        except OSError as exc:
+            return _error(f"{raw}: {exc.strerror}")
+        if not binary:
+            try:
+                return {"status": "OK", "file": data.decode(), "is_binary": False, "error": None}
+            except UnicodeDecodeError:
+                pass
+        encoded = base64.b64encode(data).decode()
+        return {"status": "OK", "file": encoded, "is_binary": True, "error": None}
+
+    def upload(self, raw: str, filename: str | None, data: bytes) -> dict[str, Any]:
+        """SFAPI UploadResult; uploading onto a directory stores ``filename`` inside it."""
+        path = self.resolve(raw, for_write=True)
+        if path.is_dir():
+            if not filename or "/" in filename or filename in (".", ".."):
+                return _error(f"{raw}: Is a directory")
+            path = self.resolve(str(path / filename), for_write=True)
+        if not path.parent.is_dir():
+            return _error(f"{raw}: No such file or directory")
+        try:
+            path.write_bytes(data)
+        except OSError as exc:
+            return _error(f"{raw}: {exc.strerror}")
+        return {"status": "OK", "output": f"File {path} uploaded", "error": None}
+
+
+def _error(message: str, **extra: Any) -> dict[str, Any]:
+    return {"status": "ERROR", "error": message, "file": None, "is_binary": False, **extra}
+
+
+def _entry(name: str, st: os.stat_result, path: Path | None = None) -> dict[str, Any]:
+    """One ``ls -l`` style entry; symlinks read ``name -> target`` like SFAPI's."""
+    if stat.S_ISLNK(st.st_mode) and path is not None:
+        try:
+            name = f"{name} -> {os.readlink(path)}"
+        except OSError:
+            pass
+    return {
+        "perms": stat.filemode(st.st_mode),
+        "hardlinks": st.st_nlink,
+        "user": _user(st.st_uid),
+        "group": _group(st.st_gid),
+        "size": float(st.st_size),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(st.st_mtime)),
+        "name": name,
+    }
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)

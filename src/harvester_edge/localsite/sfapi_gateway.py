@@ -1,0 +1,532 @@
+"""A loopback NERSC Superfacility API (SFAPI v1.2) gateway backed by a real local Slurm.
+
+Tests and demos need the official ``sfapi_client`` (and our SFAPI plugins) to talk to
+something that behaves like api.nersc.gov: OAuth2 ``private_key_jwt`` tokens, asynchronous
+submit/cancel tasks, bulk squeue/sacct queries, confined file utilities, machine status, and
+the faults seen in production (see ``faults.Knobs``).  Jobs really run on the cluster named
+by ``SLURM_CONF`` so scheduler semantics are real, not mocked.
+
+Run standalone::
+
+    python -m harvester_edge.localsite.sfapi_gateway --port 8765 --key-file ~/.sfapi-local.pem
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.parser
+import email.policy
+import json
+import logging
+import os
+import pwd
+import re
+import signal
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from .faults import Knobs
+from .files import FileArea, OutsideRoots
+from .loopback import HttpRequest, LoopbackServer, Response
+from .sfapi_auth import AuthError, TokenAuthority, load_client_key, make_client_key
+from .slurm import LocalSlurm, SlurmError, validate_jobids, validate_names
+from .tasks import TaskStore
+
+__all__ = ["SFAPIGateway", "make_client_key", "load_client_key", "main"]
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1.2"
+TOKEN_PATH = "/oidc/token"
+KWARG_KEYS = ("jobid", "name", "user", "partition")
+
+
+class _NotFound(Exception):
+    """Answer 404 (unknown machine or resource)."""
+
+
+@dataclass(frozen=True)
+class _Route:
+    method: str
+    pattern: re.Pattern[str]
+    key: str  # counter key
+    handler: str  # SFAPIGateway method name
+    auth: bool = True
+
+
+def _route(method: str, regex: str, key: str, handler: str, auth: bool = True) -> _Route:
+    return _Route(method, re.compile(regex), key, handler, auth)
+
+
+# Matched against the path below API_PREFIX; the first match wins.
+_ROUTES: tuple[_Route, ...] = (
+    _route("GET", r"^/status/?$", "status", "_status_all", auth=False),
+    _route("GET", r"^/status/outages(/planned)?(/(?P<name>[^/]+))?/?$", "outages", "_outages",
+           auth=False),
+    _route("GET", r"^/status/notes(/(?P<name>[^/]+))?/?$", "notes", "_outages", auth=False),
+    _route("GET", r"^/status/(?P<name>[^/]+)/?$", "status", "_status_one", auth=False),
+    _route("POST", r"^/compute/jobs/(?P<machine>[^/]+)/?$", "jobs_submit", "_submit"),
+    _route("GET", r"^/compute/jobs/(?P<machine>[^/]+)/?$", "jobs_query", "_query"),
+    _route("GET", r"^/compute/jobs/(?P<machine>[^/]+)/(?P<jobid>[^/]+)/?$", "job_query",
+           "_query"),
+    _route("DELETE", r"^/compute/jobs/(?P<machine>[^/]+)/(?P<jobid>[^/]+)/?$", "jobs_cancel",
+           "_cancel"),
+    _route("GET", r"^/tasks/?$", "tasks", "_tasks"),
+    _route("GET", r"^/tasks/(?P<task_id>[^/]+)/?$", "task", "_task"),
+    _route("GET", r"^/utilities/(?P<op>ls|download)/(?P<machine>[^/]+)(/(?P<path>.*))?$",
+           "utilities", "_files"),
+    _route("PUT", r"^/utilities/upload/(?P<machine>[^/]+)/(?P<path>.*)$", "utilities",
+           "_upload"),
+    _route("GET", r"^/account/?$", "account", "_account"),
+)  # fmt: skip
+
+
+@dataclass
+class _Call:
+    """One authenticated API call as the route handlers see it."""
+
+    params: dict[str, str]
+    query: dict[str, list[str]]
+    request: HttpRequest
+    client_id: str = ""
+
+    def form(self) -> dict[str, list[str]]:
+        return parse_qs(self.request.body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+def _first(values: dict[str, list[str]], key: str, default: str = "") -> str:
+    got = values.get(key)
+    return got[0] if got else default
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("true", "1", "yes")
+
+
+class SFAPIGateway:
+    """Serve the SFAPI v1.2 subset ``sfapi_client`` 0.6 uses, on loopback, from real Slurm.
+
+    :param machine: the one compute machine served (``/compute/jobs/{machine}``).
+    :param slurm: Slurm CLI wrapper; default uses ``$SLURM_CONF``.
+    :param knobs: fault/state knobs, shared so tests can change them at runtime.
+    :param workdir: cwd of inline-script jobs and base of relative paths (default: a new
+        temporary directory, so job output never lands in the caller's cwd).
+    :param file_roots: directories the utilities and ``isPath`` submits may touch
+        (default: ``[workdir]``).
+    :param task_workers: size of the pool running sbatch/scancel in the background.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        machine: str = "perlmutter",
+        slurm: LocalSlurm | None = None,
+        knobs: Knobs | None = None,
+        workdir: str | os.PathLike[str] | None = None,
+        file_roots: list[str | os.PathLike[str]] | None = None,
+        task_workers: int = 4,
+    ) -> None:
+        self.machine = machine
+        self.slurm = slurm if slurm is not None else LocalSlurm()
+        self.knobs = knobs if knobs is not None else Knobs()
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="sfapi-gw-"))
+        self.files = FileArea(list(file_roots) if file_roots else [self.workdir], self.workdir)
+        self.auth = TokenAuthority(lifetime=lambda: self.knobs.token_lifetime)
+        self._task_workers = task_workers
+        self.tasks = TaskStore(task_workers)
+        self._server = LoopbackServer(self, host, port)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._counters: Counter[str] = Counter()
+        self._jobs_created: list[str] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> SFAPIGateway:
+        """Bind and serve in a background thread; returns self for chaining."""
+        if not self._server.running:
+            if self._stop.is_set():  # restarted after stop(): fresh stop flag and pool
+                self._stop = threading.Event()
+                self.tasks = TaskStore(self._task_workers)
+            self._server.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop at once: hung/stalled requests are dropped, queued background work discarded."""
+        self._stop.set()
+        self.knobs.wake()
+        self._server.stop()
+        self.tasks.shutdown()
+
+    def __enter__(self) -> SFAPIGateway:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ public state
+    @property
+    def base_url(self) -> str:
+        return self._server.base_url
+
+    @property
+    def api_url(self) -> str:
+        """Base URL for ``sfapi_client.Client(api_base_url=...)``."""
+        return self.base_url + API_PREFIX
+
+    @property
+    def token_url(self) -> str:
+        """Token URL for ``sfapi_client.Client(token_url=...)``; also the expected ``aud``."""
+        return self.base_url + TOKEN_PATH
+
+    def register_client(self, client_id: str, public_key_pem: str | bytes) -> None:
+        """Allow a client (id + public key of its key file) to obtain tokens."""
+        self.auth.register_client(client_id, public_key_pem)
+
+    @property
+    def counters(self) -> Counter[str]:
+        """Copy of the per-route request counts (counted on arrival, before any fault)."""
+        with self._lock:
+            return Counter(self._counters)
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self._counters.clear()
+
+    @property
+    def jobs_created(self) -> list[str]:
+        """Slurm ids of every job this gateway submitted, in submit order."""
+        with self._lock:
+            return list(self._jobs_created)
+
+    def state(self) -> dict[str, Any]:
+        """Knobs, counters and created jobs (``GET /_admin/state``)."""
+        return {
+            "knobs": self.knobs.snapshot(),
+            "counters": dict(self.counters),
+            "jobs_created": self.jobs_created,
+        }
+
+    # ------------------------------------------------------------------ dispatch
+    def handle(self, request: HttpRequest) -> Response | None:
+        """Route one request through the knobs to its handler (the loopback.App protocol)."""
+        path = request.path
+        if path.startswith("/_admin/"):
+            return self._admin(request)
+        if path == TOKEN_PATH and request.method == "POST":
+            route, params, rel = None, {}, path
+            key = "token"
+        else:
+            rel = path[len(API_PREFIX):] if path.startswith(API_PREFIX + "/") else ""
+            route, params = self._match(request.method, rel)
+            key = route.key if route else "unknown"
+        with self._lock:
+            self._counters[key] += 1
+
+        if not self.knobs.wait_while_hung(self._stop):
+            return None
+        latency = self.knobs.latency
+        if latency > 0 and self._stop.wait(latency):
+            return None
+        injected = self.knobs.draw_error(path, rel, key == "token")
+        if injected is not None:
+            return injected, {"detail": f"injected fault (HTTP {injected})"}
+
+        if key == "token":
+            return self._token(request)
+        if route is None:
+            return 404, {"detail": "Not Found"}
+        call = _Call(params, parse_qs(request.query, keep_blank_values=True), request)
+        if route.auth:
+            client_id = self.auth.check_bearer(request.headers.get("Authorization"))
+            if client_id is None:
+                return self.knobs.expired_token_status, {"detail": "invalid or expired token"}
+            call.client_id = client_id
+        handler: Callable[[_Call], Response | None] = getattr(self, route.handler)
+        try:
+            return handler(call)
+        except _NotFound as exc:
+            return 404, {"status": "ERROR", "error": str(exc), "detail": str(exc)}
+        except ValueError as exc:
+            return 400, {"status": "ERROR", "error": str(exc), "output": []}
+
+    @staticmethod
+    def _match(method: str, rel: str) -> tuple[_Route | None, dict[str, str]]:
+        for route in _ROUTES:
+            if route.method != method:
+                continue
+            m = route.pattern.match(rel)
+            if m:
+                return route, {k: v for k, v in m.groupdict().items() if v is not None}
+        return None, {}
+
+    def _check_machine(self, name: str) -> None:
+        if name != self.machine:
+            raise _NotFound(f"unknown machine: {name[:40]}")
+
+    # ------------------------------------------------------------------ auth & admin
+    def _token(self, request: HttpRequest) -> Response:
+        form = {k: v[0] for k, v in parse_qs(request.body.decode("utf-8", "replace")).items()}
+        host = request.headers.get("Host", "")
+        audiences = {self.token_url} | ({f"http://{host}{TOKEN_PATH}"} if host else set())
+        try:
+            return 200, self.auth.issue(form, audiences), {"Cache-Control": "no-store"}
+        except AuthError as exc:
+            log.info("token request refused: %s", exc.description)
+            return exc.status, exc.body()
+
+    def _admin(self, request: HttpRequest) -> Response:
+        """Knob control for tests and the demo CLI; loopback peers only, no token."""
+        if not (request.client_ip.startswith("127.") or request.client_ip == "::1"):
+            return 403, {"detail": "admin endpoints are loopback-only"}
+        if request.method == "GET" and request.path == "/_admin/state":
+            return 200, self.state()
+        if request.method == "POST" and request.path == "/_admin/knobs":
+            try:
+                values = json.loads(request.body or b"{}")
+                if not isinstance(values, dict):
+                    raise ValueError("expected a JSON object of knob values")
+                self.knobs.update(**values)
+            except (ValueError, TypeError) as exc:
+                return 400, {"detail": str(exc)}
+            return 200, self.state()
+        if request.method == "POST" and request.path == "/_admin/reset_counters":
+            self.reset_counters()
+            return 200, self.state()
+        return 404, {"detail": "Not Found"}
+
+    # ------------------------------------------------------------------ status & account
+    def _status_doc(self) -> dict[str, Any]:
+        return {
+            "name": self.machine,
+            "full_name": self.machine.capitalize(),
+            "description": self.knobs.status_text(),
+            "system_type": "compute",
+            "notes": list(self.knobs.status_notes),
+            "status": self.knobs.machine_status,
+            "updated_at": datetime.now(timezone.utc).isoformat(),
+        }
+
+    def _status_all(self, call: _Call) -> Response:
+        return 200, [self._status_doc()]
+
+    def _status_one(self, call: _Call) -> Response:
+        if call.params["name"] != self.machine:
+            return 404, {"detail": f"resource not found: {call.params['name'][:40]}"}
+        return 200, self._status_doc()
+
+    def _outages(self, call: _Call) -> Response:
+        # One resource: a flat list; all resources: a list per resource (none here).
+        return 200, []
+
+    def _account(self, call: _Call) -> Response:
+        uid = os.getuid()
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = str(uid)
+        return 200, {"uid": uid, "name": name, "firstname": None, "lastname": None,
+                     "email": None, "client_id": call.client_id}  # fmt: skip
+
+    # ------------------------------------------------------------------ compute
+    def _submit(self, call: _Call) -> Response | None:
+        self._check_machine(call.params["machine"])
+        form = call.form()
+        job = _first(form, "job")
+        if not job:
+            return 400, {"task_id": None, "status": "ERROR", "error": "missing form field: job"}
+        args = form.get("args", [])
+        if _truthy(_first(form, "isPath", "false")):
+            try:
+                script = self.files.resolve(job)
+            except OutsideRoots as exc:
+                return 403, {"task_id": None, "status": "ERROR", "error": str(exc)}
+            task = self.tasks.create(
+                call.client_id, "submit",
+                lambda: self._sbatch(None, script.parent, script, args), self.knobs.task_delay,
+            )  # fmt: skip
+        elif args:
+            return 400, {"task_id": None, "status": "ERROR",
+                         "error": "args need a script path (isPath=true)"}  # fmt: skip
+        else:
+            task = self.tasks.create(
+                call.client_id, "submit",
+                lambda: self._sbatch(job, self.workdir, None, ()), self.knobs.task_delay,
+            )  # fmt: skip
+        stall = self.knobs.post_timeout
+        if stall > 0:
+            # The job must exist before the client's read timeout fires: wait for sbatch
+            # (bounded), then sit out the rest of the stall.
+            deadline = time.monotonic() + stall
+            while not (task.future.done() or self._stop.is_set() or time.monotonic() > deadline):
+                wait_futures([task.future], timeout=0.1)
+            if self._stop.wait(max(0.0, deadline - time.monotonic())):
+                return None
+        return 200, {"task_id": task.id, "status": "OK", "error": None}
+
+    def _sbatch(
+        self, text: str | None, cwd: Path, script: Path | None, args: Any
+    ) -> dict[str, Any]:
+        jobid, error = self.slurm.sbatch(text, cwd, script_path=script, args=list(args))
+        if jobid is None:
+            return {"status": "error", "jobid": None, "error": error}
+        with self._lock:
+            self._jobs_created.append(jobid)
+        return {"status": "ok", "jobid": jobid, "error": None}
+
+    def _query(self, call: _Call) -> Response:
+        self._check_machine(call.params["machine"])
+        filters = self._kwargs(call.query.get("kwargs", []))
+        if "jobid" in call.params:
+            filters["jobids"] = validate_jobids([call.params["jobid"]])
+        command = self.slurm.sacct if _truthy(_first(call.query, "sacct", "false")) else (
+            self.slurm.squeue
+        )
+        try:
+            rows = command(**filters)
+        except SlurmError as exc:
+            # "Could not ask" must not look like "no jobs": status ERROR with the reason.
+            return 200, {"status": "ERROR", "output": [], "error": str(exc)}
+        return 200, {"status": "OK", "output": rows, "error": None}
+
+    @staticmethod
+    def _kwargs(values: list[str]) -> dict[str, Any]:
+        """Parse repeated ``kwargs=key=value`` query items into LocalSlurm filters."""
+        out: dict[str, Any] = {}
+        for item in values:
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep or key not in KWARG_KEYS:
+                raise ValueError(f"unsupported kwargs item; use one of {', '.join(KWARG_KEYS)}")
+            parts = [v for v in value.split(",") if v.strip()]
+            if key == "jobid":
+                out.setdefault("jobids", []).extend(validate_jobids(parts))
+            elif key == "name":
+                out.setdefault("names", []).extend(validate_names(parts))
+            else:
+                out[key] = validate_names([value], key)[0]
+        return out
+
+    def _cancel(self, call: _Call) -> Response:
+        self._check_machine(call.params["machine"])
+        jobid = validate_jobids([call.params["jobid"]])[0]
+
+        def work() -> dict[str, Any]:
+            error = self.slurm.scancel([jobid])
+            return {"status": "ok", "error": None} if error is None else {
+                "status": "error", "error": error,
+            }  # fmt: skip
+
+        task = self.tasks.create(call.client_id, "cancel", work, self.knobs.task_delay)
+        return 200, {"task_id": task.id, "status": "OK", "error": None}
+
+    def _task(self, call: _Call) -> Response:
+        task = self.tasks.get(call.client_id, call.params["task_id"])
+        if task is None:
+            return 404, {"detail": "task not found"}
+        return 200, task
+
+    def _tasks(self, call: _Call) -> Response:
+        return 200, {"tasks": self.tasks.list(call.client_id)}
+
+    # ------------------------------------------------------------------ utilities
+    @staticmethod
+    def _request_path(raw: str | None) -> str:
+        """``{machine}/{path}``: sfapi_client sends ``perlmutter//abs/path`` for absolute ones."""
+        path = unquote(raw or "")
+        return path if path else "."
+
+    def _files(self, call: _Call) -> Response:
+        self._check_machine(call.params["machine"])
+        path = self._request_path(call.params.get("path"))
+        try:
+            if call.params["op"] == "ls":
+                return 200, self.files.ls(path)
+            return 200, self.files.download(path, _truthy(_first(call.query, "binary", "false")))
+        except OutsideRoots as exc:
+            return 403, {"status": "ERROR", "error": str(exc)}
+
+    def _upload(self, call: _Call) -> Response:
+        self._check_machine(call.params["machine"])
+        path = self._request_path(call.params.get("path"))
+        upload = _multipart_file(call.request.headers.get("Content-Type", ""), call.request.body)
+        if upload is None:
+            return 400, {"status": "ERROR", "error": "expected multipart form field: file"}
+        try:
+            return 200, self.files.upload(path, upload[0], upload[1])
+        except OutsideRoots as exc:
+            return 403, {"status": "ERROR", "error": str(exc)}
+
+
+def _multipart_file(content_type: str, body: bytes) -> tuple[str | None, bytes] | None:
+    """The ``file`` part of a multipart/form-data body as ``(filename, bytes)``."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        return None
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        return None
+    for part in message.iter_parts():  # type: ignore[attr-defined]
+        if part.get_param("name", header="content-disposition") == "file":
+            data = part.get_payload(decode=True)
+            return part.get_filename(), data if isinstance(data, bytes) else b""
+    return None
+
+
+# ---------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    """Run a gateway until SIGTERM/SIGINT; print its URLs and client id as one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--machine", default="perlmutter")
+    parser.add_argument("--key-file", required=True,
+                        help="sfapi_client key file; created (mode 0600) if missing")
+    parser.add_argument("--workdir", help="job cwd (default: a new temporary directory)")
+    parser.add_argument("--file-root", action="append", help="allowed utilities root (repeat)")
+    parser.add_argument("--slurm-conf", help="slurm.conf (default: $SLURM_CONF)")
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper())
+
+    key_file = Path(args.key_file).expanduser()
+    if key_file.exists():
+        client_id, public_pem = load_client_key(key_file)
+    else:
+        client_id, public_pem = make_client_key(key_file)
+    gateway = SFAPIGateway(
+        host=args.host, port=args.port, machine=args.machine,
+        slurm=LocalSlurm(args.slurm_conf), workdir=args.workdir, file_roots=args.file_root,
+    )  # fmt: skip
+    gateway.register_client(client_id, public_pem)
+
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    with gateway:
+        info = {
+            "api_url": gateway.api_url,
+            "token_url": gateway.token_url,
+            "admin_url": gateway.base_url + "/_admin",
+            "machine": gateway.machine,
+            "client_id": client_id,
+            "key_file": str(key_file),
+            "workdir": str(gateway.workdir),
+        }
+        print(json.dumps(info), flush=True)
+        while not done.wait(0.5):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

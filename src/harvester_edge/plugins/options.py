@@ -1,0 +1,59 @@
+"""Options every edge plugin family understands (queue-config keys, camelCase like Harvester).
+
+A family's options dataclass extends ``EdgeOptions`` with its endpoint and credential keys.
+Documented with defaults in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import check
+
+
+@dataclass(frozen=True, kw_only=True)
+class EdgeOptions:
+    queueName: str = ""
+    #: workers per bulk status request
+    chunkSize: int = 200
+    #: parallel submit requests per submit_workers call
+    submitConcurrency: int = 16
+    connectTimeout: float = 5.0
+    readTimeout: float = 30.0
+    retryAttempts: int = 4
+    retryBackoff: float = 0.5
+    #: upper bound on the time one logical remote call may take, retries included
+    callDeadline: float = 60.0
+    healthCacheSeconds: float = 60.0
+    #: a job absent from both squeue and sacct this long is failed as lost
+    missingGraceSeconds: float = 600.0
+    #: an unresolved submit task this old is looked up by tag, and failed after lookupGrace
+    taskTimeoutSeconds: float = 600.0
+    lookupGraceSeconds: float = 900.0
+    #: how long kill_workers waits for Slurm to confirm cancellations
+    killConfirmSeconds: float = 30.0
+    #: level 3: live allocations per queue (0 = no cap)
+    maxConcurrentAllocations: int = 0
+    #: read the pilots' worker summary from the facility for the diagnosis
+    readPilotSummary: bool = True
+
+    def __post_init__(self) -> None:
+        check(self.chunkSize >= 1, "chunkSize", f"must be >= 1, got {self.chunkSize}")
+        check(
+            1 <= self.submitConcurrency <= 64,
+            "submitConcurrency",
+            f"must be between 1 and 64, got {self.submitConcurrency}",
+        )
+        for key in ("connectTimeout", "readTimeout", "callDeadline", "healthCacheSeconds"):
+            check(getattr(self, key) > 0, key, f"must be > 0, got {getattr(self, key)}")
+        for key in (
+            "retryBackoff", "missingGraceSeconds", "taskTimeoutSeconds",
+            "lookupGraceSeconds", "killConfirmSeconds",
+        ):  # fmt: skip
+            check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+        check(self.retryAttempts >= 1, "retryAttempts", f"must be >= 1, got {self.retryAttempts}")
+        check(
+            self.maxConcurrentAllocations >= 0,
+            "maxConcurrentAllocations",
+            f"must be >= 0, got {self.maxConcurrentAllocations}",
+        )

@@ -1,0 +1,64 @@
+"""NERSC Superfacility API plugins: the generic plugins bound to ``SFAPIClient``.
+
+Queue config example: etc/panda_queueconfig.example.json.  Options: docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from ..config import check
+from ..facilities.base import FacilityClient
+from ..facilities.sfapi import DEFAULT_API_URL, DEFAULT_TOKEN_URL, SFAPIClient, settings_from_config
+from .base import FacilityBinding
+from .monitor import EdgeMonitor
+from .options import EdgeOptions
+from .submitter import EdgeSubmitter
+from .sweeper import EdgeSweeper
+
+
+@dataclass(frozen=True, kw_only=True)
+class SFAPIOptions(EdgeOptions):
+    machine: str = "perlmutter"
+    apiUrl: str = DEFAULT_API_URL
+    tokenUrl: str = DEFAULT_TOKEN_URL
+    #: Iris client key file: client id on the first line, then the private key; mode 0600
+    keyFile: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.machine.isidentifier(), "machine", f"is not a machine name: {self.machine!r}")
+        for key in ("apiUrl", "tokenUrl"):
+            url = getattr(self, key)
+            check(url.startswith(("https://", "http://")), key, f"must be an http(s) URL, got {url!r}")
+        check(bool(self.keyFile), "keyFile", "is required (path to the Iris client key file)")
+
+
+class SFAPIBinding(FacilityBinding):
+    options_class = SFAPIOptions
+
+    def client_key(self) -> Hashable:
+        o = self.options
+        return ("sfapi", o.apiUrl, o.tokenUrl, o.keyFile, o.machine, o.connectTimeout, o.readTimeout)
+
+    def make_client(self) -> FacilityClient:
+        return SFAPIClient(settings_from_config(self.options))
+
+
+class SFAPISubmitter(EdgeSubmitter):
+    """Submits Slurm batch jobs through SFAPI; never waits for the submit task."""
+
+    binding_class = SFAPIBinding
+
+
+class SFAPIMonitor(EdgeMonitor):
+    """Bulk squeue/sacct monitoring through SFAPI, with the pilot summary when available."""
+
+    binding_class = SFAPIBinding
+
+
+class SFAPISweeper(EdgeSweeper):
+    """Bulk cancel through SFAPI, confirmed by Slurm; local access point clean-up."""
+
+    binding_class = SFAPIBinding
