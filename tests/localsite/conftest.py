@@ -24,7 +24,7 @@ _slurm_state: dict[str, bool] = {}
 
 def _slurm_reachable() -> bool:
     if "ok" not in _slurm_state:
-        _slurm_state["ok"] = LocalSlurm(default_slurm_conf(), timeout=10).available()
+        _slurm_state["ok"] = LocalSlurm(default_slurm_conf(), timeout=5).available()
     return _slurm_state["ok"]
 
 
@@ -79,9 +79,11 @@ def sfapi(gateway: SFAPIGateway, client_key: tuple[Path, str, str]) -> Iterator[
     from sfapi_client import Client
 
     with Client(
-        key=client_key[0], api_base_url=gateway.api_url, token_url=gateway.token_url,
+        key=client_key[0],
+        api_base_url=gateway.api_url,
+        token_url=gateway.token_url,
         wait_interval=1,
-    ) as client:  # fmt: skip
+    ) as client:
         yield client
 
 

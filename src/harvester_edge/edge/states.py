@@ -181,6 +181,13 @@ def judge(
     exit_text = "" if exit_code is None else f", exit code {exit_code}"
     if signal:
         exit_text += f", signal {signal}"
+    if state in (SlurmState.COMPLETED, SlurmState.FAILED) and exit_code:
+        verb = "completed" if state is SlurmState.COMPLETED else "failed"
+        return Verdict(
+            WorkSpec.ST_failed,
+            f"batch job {verb} with non-zero exit code {exit_code}{why}",
+            ErrorCode.NONZERO_EXIT,
+        )
     if state is SlurmState.COMPLETED:
         if exit_code:
             return Verdict(

@@ -186,6 +186,10 @@ class SFAPIClient(FacilityClient):
         return SubmitReceipt(handle=str(answer["task_id"]))
 
     def resolve(self, handles: Sequence[str]) -> dict[str, Resolution]:
+        return {h: parse_submit_task(t) for h, t in self._tasks(handles).items()}
+
+    def _tasks(self, handles: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The caller's tasks with these ids, from one ``GET /tasks`` request."""
         if not handles:
             return {}
         answer = self.transport.request("GET", "tasks/")
@@ -193,11 +197,9 @@ class SFAPIClient(FacilityClient):
         if not isinstance(tasks, list):
             raise EdgeAPIError("sfapi tasks: answer has no 'tasks' list", transient=True)
         wanted = set(handles)
-        out: dict[str, Resolution] = {}
-        for task in tasks:
-            if isinstance(task, dict) and str(task.get("id")) in wanted:
-                out[str(task["id"])] = parse_submit_task(task)
-        return out
+        return {
+            str(t["id"]): t for t in tasks if isinstance(t, dict) and str(t.get("id")) in wanted
+        }
 
     def query(self, job_ids: Sequence[str], *, final: bool) -> dict[str, JobRecord]:
         if not job_ids:
@@ -241,12 +243,13 @@ class SFAPIClient(FacilityClient):
         task_of = {task: job_id for job_id, task, error in results if task and error is None}
         if task_of:
             try:
-                done = self.resolve(list(task_of))
+                done = self._tasks(list(task_of))
             except EdgeAPIError:
-                done = {}
-            for task, resolution in done.items():
-                if resolution.state == Resolution.ERROR:
-                    out[task_of[task]] = f"cancel failed: {resolution.error}"
+                done = {}  # unknown: the caller confirms with Slurm anyway
+            for task_id, task in done.items():
+                error = task_error(task)
+                if error:
+                    out[task_of[task_id]] = f"cancel failed: {error}"
         return out
 
     def live_tags(self, prefix: str) -> list[str]:
@@ -314,18 +317,32 @@ class SFAPIClient(FacilityClient):
         return records
 
 
-def parse_submit_task(task: dict[str, Any]) -> Resolution:
-    """Read an SFAPI task created by a job submit: pending, the job id, or sbatch's error."""
-    status = str(task.get("status") or "").lower()
-    if status in ("new", "running", "pending", ""):
-        return Resolution(Resolution.PENDING)
+def _task_result(task: dict[str, Any]) -> dict[str, Any]:
     raw = task.get("result")
     try:
         result = json.loads(raw) if isinstance(raw, str) else (raw or {})
     except ValueError:
         result = {"status": "error", "error": str(raw)[:300]}
-    if not isinstance(result, dict):
-        result = {"status": "error", "error": str(result)[:300]}
+    return result if isinstance(result, dict) else {"status": "error", "error": str(result)[:300]}
+
+
+def task_error(task: dict[str, Any]) -> str | None:
+    """The error of a finished task (e.g. scancel refused), None if fine or still running."""
+    status = str(task.get("status") or "").lower()
+    if status in ("new", "running", "pending", ""):
+        return None
+    result = _task_result(task)
+    if status == "completed" and str(result.get("status", "ok")).lower() == "ok":
+        return None
+    return str(result.get("error") or f"task {status}").strip()[:500]
+
+
+def parse_submit_task(task: dict[str, Any]) -> Resolution:
+    """Read an SFAPI task created by a job submit: pending, the job id, or sbatch's error."""
+    status = str(task.get("status") or "").lower()
+    if status in ("new", "running", "pending", ""):
+        return Resolution(Resolution.PENDING)
+    result = _task_result(task)
     if status == "completed" and str(result.get("status", "")).lower() == "ok":
         if result.get("jobid"):
             return Resolution(Resolution.DONE, job_id=str(result["jobid"]))

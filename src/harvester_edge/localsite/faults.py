@@ -113,6 +113,8 @@ class Knobs:
     status_notes: list[str] = field(default_factory=list)
     token_lifetime: float = 600.0
     expired_token_status: int = 403
+    _cond: threading.Condition = field(init=False, repr=False, compare=False)
+    _rng: random.Random = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_cond", threading.Condition(threading.RLock()))
@@ -137,7 +139,7 @@ class Knobs:
     @classmethod
     def names(cls) -> list[str]:
         """All knob names (for the admin endpoint and CLI)."""
-        return [f.name for f in fields(cls)]
+        return [f.name for f in fields(cls) if not f.name.startswith("_")]
 
     def update(self, **values: Any) -> None:
         """Set several knobs atomically; all values are validated before any is applied."""

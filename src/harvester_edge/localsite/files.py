@@ -55,7 +55,7 @@ class FileArea:
         except FileNotFoundError:
             return _error(f"ls: cannot access '{raw}': No such file or directory", entries=[])
         if not stat.S_ISDIR(st.st_mode):
-            return {"status": "OK", "entries": [_entry(str(path), st)], "error": None}
+            return _listing([_entry(str(path), st)])
         entries = [_entry(".", st), _entry("..", os.lstat(path.parent))]
         try:
             children = sorted(os.listdir(path))
@@ -66,7 +66,7 @@ class FileArea:
                 entries.append(_entry(name, os.lstat(path / name), path / name))
             except OSError:
                 continue  # vanished while listing
-        return {"status": "OK", "entries": entries, "error": None}
+        return _listing(entries)
 
     def download(self, raw: str, binary: bool) -> dict[str, Any]:
         """SFAPI FileDownload: text, or base64 with ``is_binary`` when asked or not UTF-8."""
@@ -103,6 +103,10 @@ class FileArea:
         except OSError as exc:
             return _error(f"{raw}: {exc.strerror}")
         return {"status": "OK", "output": f"File {path} uploaded", "error": None}
+
+
+def _listing(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"status": "OK", "entries": entries, "error": None, "file": None, "is_binary": False}
 
 
 def _error(message: str, **extra: Any) -> dict[str, Any]:

@@ -105,7 +105,9 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         url = urlsplit(self.path)
-        request = HttpRequest(method, url.path, url.query, self.headers, body, self.client_address[0])
+        request = HttpRequest(
+            method, url.path, url.query, self.headers, body, self.client_address[0]
+        )
         try:
             response = self.server.app.handle(request)
         except Exception:

@@ -25,15 +25,28 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 CLIENT_ID_LENGTH = 13
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: Asymmetric algorithms only: accepting HS* would let a public key act as an HMAC secret.
 ALGORITHMS = [
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
-]  # fmt: skip
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+]
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+_SigningPublicKey = RSAPublicKey | EllipticCurvePublicKey | Ed25519PublicKey | Ed448PublicKey
 
 
 class AuthError(Exception):
@@ -91,9 +104,7 @@ def public_pem_of(private_key: Any) -> str:
     """PEM of the public half of a private key object."""
     return (
         private_key.public_key()
-        .public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
 
@@ -132,7 +143,7 @@ class TokenAuthority:
 
     def __init__(self, lifetime: Any = lambda: 600.0) -> None:
         self._lifetime = lifetime
-        self._clients: dict[str, PublicKeyTypes] = {}
+        self._clients: dict[str, _SigningPublicKey] = {}
         self._tokens: dict[str, _Token] = {}
         self._seen_jti: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -141,6 +152,8 @@ class TokenAuthority:
         """Accept assertions signed by the private half of ``public_key_pem`` for this id."""
         pem = public_key_pem.encode() if isinstance(public_key_pem, str) else public_key_pem
         key = serialization.load_pem_public_key(pem)
+        if not isinstance(key, _SigningPublicKey):
+            raise ValueError("client keys must be RSA, EC or EdDSA public keys")
         with self._lock:
             self._clients[client_id] = key
 
@@ -187,8 +200,10 @@ class TokenAuthority:
         except jwt.PyJWTError:
             raise invalid from None
         issuer = claimed.get("iss")
+        if not isinstance(issuer, str):
+            raise invalid
         with self._lock:
-            key = self._clients.get(issuer) if isinstance(issuer, str) else None
+            key = self._clients.get(issuer)
         if key is None:
             raise AuthError(401, "invalid_client", "unknown client")
         try:

@@ -26,10 +26,11 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -70,24 +71,32 @@ def _route(method: str, regex: str, key: str, handler: str, auth: bool = True) -
 # Matched against the path below API_PREFIX; the first match wins.
 _ROUTES: tuple[_Route, ...] = (
     _route("GET", r"^/status/?$", "status", "_status_all", auth=False),
-    _route("GET", r"^/status/outages(/planned)?(/(?P<name>[^/]+))?/?$", "outages", "_outages",
-           auth=False),
+    _route(
+        "GET",
+        r"^/status/outages(/planned)?(/(?P<name>[^/]+))?/?$",
+        "outages",
+        "_outages",
+        auth=False,
+    ),
     _route("GET", r"^/status/notes(/(?P<name>[^/]+))?/?$", "notes", "_outages", auth=False),
     _route("GET", r"^/status/(?P<name>[^/]+)/?$", "status", "_status_one", auth=False),
     _route("POST", r"^/compute/jobs/(?P<machine>[^/]+)/?$", "jobs_submit", "_submit"),
     _route("GET", r"^/compute/jobs/(?P<machine>[^/]+)/?$", "jobs_query", "_query"),
-    _route("GET", r"^/compute/jobs/(?P<machine>[^/]+)/(?P<jobid>[^/]+)/?$", "job_query",
-           "_query"),
-    _route("DELETE", r"^/compute/jobs/(?P<machine>[^/]+)/(?P<jobid>[^/]+)/?$", "jobs_cancel",
-           "_cancel"),
+    _route("GET", r"^/compute/jobs/(?P<machine>[^/]+)/(?P<jobid>[^/]+)/?$", "job_query", "_query"),
+    _route(
+        "DELETE", r"^/compute/jobs/(?P<machine>[^/]+)/(?P<jobid>[^/]+)/?$", "jobs_cancel", "_cancel"
+    ),
     _route("GET", r"^/tasks/?$", "tasks", "_tasks"),
     _route("GET", r"^/tasks/(?P<task_id>[^/]+)/?$", "task", "_task"),
-    _route("GET", r"^/utilities/(?P<op>ls|download)/(?P<machine>[^/]+)(/(?P<path>.*))?$",
-           "utilities", "_files"),
-    _route("PUT", r"^/utilities/upload/(?P<machine>[^/]+)/(?P<path>.*)$", "utilities",
-           "_upload"),
+    _route(
+        "GET",
+        r"^/utilities/(?P<op>ls|download)/(?P<machine>[^/]+)(/(?P<path>.*))?$",
+        "utilities",
+        "_files",
+    ),
+    _route("PUT", r"^/utilities/upload/(?P<machine>[^/]+)/(?P<path>.*)$", "utilities", "_upload"),
     _route("GET", r"^/account/?$", "account", "_account"),
-)  # fmt: skip
+)
 
 
 @dataclass
@@ -222,11 +231,12 @@ class SFAPIGateway:
         path = request.path
         if path.startswith("/_admin/"):
             return self._admin(request)
+        route: _Route | None = None
+        params: dict[str, str] = {}
         if path == TOKEN_PATH and request.method == "POST":
-            route, params, rel = None, {}, path
-            key = "token"
+            rel, key = path, "token"
         else:
-            rel = path[len(API_PREFIX):] if path.startswith(API_PREFIX + "/") else ""
+            rel = path[len(API_PREFIX) :] if path.startswith(API_PREFIX + "/") else ""
             route, params = self._match(request.method, rel)
             key = route.key if route else "unknown"
         with self._lock:
@@ -334,8 +344,13 @@ class SFAPIGateway:
             name = pwd.getpwuid(uid).pw_name
         except KeyError:
             name = str(uid)
-        return 200, {"uid": uid, "name": name, "firstname": None, "lastname": None,
-                     "email": None, "client_id": call.client_id}  # fmt: skip
+        return 200, {
+            "uid": uid,
+            "name": name,
+            "firstname": None,
+            "lastname": None,
+            "email": None,
+        }
 
     # ------------------------------------------------------------------ compute
     def _submit(self, call: _Call) -> Response | None:
@@ -345,23 +360,19 @@ class SFAPIGateway:
         if not job:
             return 400, {"task_id": None, "status": "ERROR", "error": "missing form field: job"}
         args = form.get("args", [])
+        work: Callable[[], dict[str, Any]]
         if _truthy(_first(form, "isPath", "false")):
             try:
                 script = self.files.resolve(job)
             except OutsideRoots as exc:
                 return 403, {"task_id": None, "status": "ERROR", "error": str(exc)}
-            task = self.tasks.create(
-                call.client_id, "submit",
-                lambda: self._sbatch(None, script.parent, script, args), self.knobs.task_delay,
-            )  # fmt: skip
+            work = partial(self._sbatch, None, script.parent, script, args)
         elif args:
-            return 400, {"task_id": None, "status": "ERROR",
-                         "error": "args need a script path (isPath=true)"}  # fmt: skip
+            error = "args need a script path (isPath=true)"
+            return 400, {"task_id": None, "status": "ERROR", "error": error}
         else:
-            task = self.tasks.create(
-                call.client_id, "submit",
-                lambda: self._sbatch(job, self.workdir, None, ()), self.knobs.task_delay,
-            )  # fmt: skip
+            work = partial(self._sbatch, job, self.workdir, None, ())
+        task = self.tasks.create(call.client_id, "submit", work, self.knobs.task_delay)
         stall = self.knobs.post_timeout
         if stall > 0:
             # The job must exist before the client's read timeout fires: wait for sbatch
@@ -374,7 +385,7 @@ class SFAPIGateway:
         return 200, {"task_id": task.id, "status": "OK", "error": None}
 
     def _sbatch(
-        self, text: str | None, cwd: Path, script: Path | None, args: Any
+        self, text: str | None, cwd: Path, script: Path | None, args: Sequence[str]
     ) -> dict[str, Any]:
         jobid, error = self.slurm.sbatch(text, cwd, script_path=script, args=list(args))
         if jobid is None:
@@ -388,9 +399,8 @@ class SFAPIGateway:
         filters = self._kwargs(call.query.get("kwargs", []))
         if "jobid" in call.params:
             filters["jobids"] = validate_jobids([call.params["jobid"]])
-        command = self.slurm.sacct if _truthy(_first(call.query, "sacct", "false")) else (
-            self.slurm.squeue
-        )
+        sacct = _truthy(_first(call.query, "sacct", "false"))
+        command = self.slurm.sacct if sacct else self.slurm.squeue
         try:
             rows = command(**filters)
         except SlurmError as exc:
@@ -422,9 +432,7 @@ class SFAPIGateway:
 
         def work() -> dict[str, Any]:
             error = self.slurm.scancel([jobid])
-            return {"status": "ok", "error": None} if error is None else {
-                "status": "error", "error": error,
-            }  # fmt: skip
+            return {"status": "ok" if error is None else "error", "error": error}
 
         task = self.tasks.create(call.client_id, "cancel", work, self.knobs.task_delay)
         return 200, {"task_id": task.id, "status": "OK", "error": None}
@@ -489,8 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--machine", default="perlmutter")
-    parser.add_argument("--key-file", required=True,
-                        help="sfapi_client key file; created (mode 0600) if missing")
+    parser.add_argument(
+        "--key-file", required=True, help="sfapi_client key file; created (mode 0600) if missing"
+    )
     parser.add_argument("--workdir", help="job cwd (default: a new temporary directory)")
     parser.add_argument("--file-root", action="append", help="allowed utilities root (repeat)")
     parser.add_argument("--slurm-conf", help="slurm.conf (default: $SLURM_CONF)")
@@ -504,9 +513,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         client_id, public_pem = make_client_key(key_file)
     gateway = SFAPIGateway(
-        host=args.host, port=args.port, machine=args.machine,
-        slurm=LocalSlurm(args.slurm_conf), workdir=args.workdir, file_roots=args.file_root,
-    )  # fmt: skip
+        host=args.host,
+        port=args.port,
+        machine=args.machine,
+        slurm=LocalSlurm(args.slurm_conf),
+        workdir=args.workdir,
+        file_roots=args.file_root,
+    )
     gateway.register_client(client_id, public_pem)
 
     done = threading.Event()

@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 _SEP = "\x1f"
 
 _JOBID_RE = re.compile(r"^[0-9]{1,12}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.+:@=-]{1,200}$")
-_USER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# A leading letter/digit/underscore: nothing can ever look like an option.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,199}$")
+_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 # (row key, squeue format code): keys follow the SFAPI squeue output model.
 SQUEUE_FIELDS: tuple[tuple[str, str], ...] = (
@@ -140,13 +141,17 @@ class LocalSlurm:
         return env
 
     def _run(
-        self, argv: Sequence[str], stdin: str | None = None, cwd: str | os.PathLike[str] | None = None
+        self,
+        argv: Sequence[str],
+        stdin: str | None = None,
+        cwd: str | os.PathLike[str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run one Slurm command; raise SlurmError when it cannot run or times out."""
         try:
+            # Never inherit our stdin: a Slurm command waiting on it would hang the caller.
             return subprocess.run(
                 list(argv),
-                input=stdin,
+                input=stdin if stdin is not None else "",
                 cwd=cwd,
                 env=self._env(),
                 capture_output=True,
@@ -185,6 +190,8 @@ class LocalSlurm:
         file is submitted instead, which is the only way to pass ``args`` to the script.
         """
         argv = ["sbatch", "--parsable"]
+        if script_path is None and not script_text:
+            return None, "empty batch script"
         if script_path is not None:
             argv += ["--", str(script_path), *[str(a) for a in args]]
         elif args:
@@ -249,13 +256,14 @@ class LocalSlurm:
         if not ids:
             return "no job ids given"
         try:
-            proc = self._run(["scancel", *ids])
+            # 22.05's scancel exits 0 and prints nothing for unknown ids unless verbose.
+            proc = self._run(["scancel", "-v", *ids])
         except SlurmError as exc:
             return str(exc)
-        # 22.05's scancel exits 0 even for unknown ids; its stderr still says "error:".
-        if proc.returncode != 0 or "error:" in (proc.stderr or ""):
-            return self._message(proc)
-        return None
+        errors = [line for line in (proc.stderr or "").splitlines() if "error:" in line]
+        if errors:
+            return "\n".join(errors)
+        return self._message(proc) if proc.returncode != 0 else None
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

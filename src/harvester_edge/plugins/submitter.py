@@ -50,6 +50,22 @@ def ensure_tag(script: str, tag: str) -> str:
     return f"#!/bin/bash\n#SBATCH --job-name={tag}\n{script}"
 
 
+_WORKER_TEXT_FIELDS = ("computingSite", "jobType", "resourceType", "pilotType", "accessPoint")
+_NUMERIC_FIELDS = ("nCore", "minRamCount", "maxDiskCount", "maxWalltime")
+
+
+def check_worker_fields(ws: WorkSpec) -> None:
+    """Refuse worker fields that cannot go into a batch script, naming the field."""
+    for name in _WORKER_TEXT_FIELDS:
+        value = getattr(ws, name, None)
+        if value is not None and re.search(r"[\x00-\x1f\x7f]", str(value)):
+            raise EdgeConfigError(f"worker field '{name}' contains a control character")
+    for name in _NUMERIC_FIELDS:
+        value = getattr(ws, name, None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise EdgeConfigError(f"worker field '{name}' must be a non-negative integer, got {value!r}")
+
+
 class EdgeSubmitter(EdgePlugin, PluginBase):
     """Generic submitter; a family binds it to its facility client with ``binding_class``."""
 
@@ -97,10 +113,11 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
 
     # steps --------------------------------------------------------------------------------
     def _prepare(self, ws: WorkSpec) -> SubmitRequest:
+        check_worker_fields(ws)
         hid = harvester_id()
         queue = ws.computingSite or self.edge_options.queueName
         tag = tags.job_tag(hid, queue, ws.workerID)
-        work_dir = self._batch.work_dir_for(hid, ws.workerID)
+        work_dir = self._batch.worker_dir(hid, ws.workerID, queue)
         worker = WorkerInfo.from_workspec(ws, harvester_id=hid, job_name=tag, work_dir=work_dir)
         script = ensure_tag(render_batch_script(self._batch, worker), tag)
         ws.set_work_attributes({TAG: tag, WORK_DIR: work_dir})

@@ -1,0 +1,79 @@
+"""LocalSlurm's input validation and Slurm-22.05 handling, and Knobs validation."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from harvester_edge.localsite.faults import Knobs
+from harvester_edge.localsite.slurm import LocalSlurm, validate_jobids, validate_names
+
+
+@pytest.mark.parametrize("bad", ["1;rm -rf /", "-1", "12 13", "", "1_2", "--all"])
+def test_jobids_must_be_digits(bad: str) -> None:
+    with pytest.raises(ValueError):
+        validate_jobids([bad])
+
+
+@pytest.mark.parametrize("bad", ["a,b", "x y", "--name=y", "$(id)", ""])
+def test_names_from_safe_charset(bad: str) -> None:
+    with pytest.raises(ValueError):
+        validate_names([bad])
+
+
+def test_empty_id_list_never_widens_the_query() -> None:
+    slurm = LocalSlurm("/nonexistent/slurm.conf")
+    assert slurm.squeue(jobids=[]) == [] and slurm.sacct(jobids=[]) == []
+
+
+@pytest.mark.slurm
+def test_local_slurm_roundtrip(slurm: LocalSlurm, tmp_path: object) -> None:
+    jobid, error = slurm.sbatch("#!/bin/bash\n#SBATCH --mem=100000000\nexit 0\n", "/tmp")
+    assert jobid is None and error and "Memory specification" in error
+
+    jobid, error = slurm.sbatch(
+        "#!/bin/bash\n#SBATCH -J hxunit\n#SBATCH -o /dev/null\nexit 0\n", "/tmp"
+    )
+    assert error is None and jobid and jobid.isdigit()
+    assert slurm.squeue(jobids=["999999999"]) == []  # "Invalid job id specified" = no rows
+    # 22.05 accounting first records a fast job as "allocation" and fills in the real
+    # JobName a few seconds later (so sacct --name misses it meanwhile): wait for both.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = slurm.sacct(jobids=[jobid])
+        if rows and rows[0]["state"] == "COMPLETED" and rows[0]["jobname"] == "hxunit":
+            break
+        time.sleep(0.3)
+    assert rows[0]["exitcode"] == "0:0" and rows[0]["jobname"] == "hxunit"
+    assert all(isinstance(v, str) for v in rows[0].values())
+    assert slurm.scancel(["999999999"])  # 22.05 exits 0 here; the message still counts
+
+
+def test_knobs_validate_and_wake() -> None:
+    knobs = Knobs()
+    with pytest.raises(ValueError):
+        knobs.error_rate = 2
+    with pytest.raises(ValueError):
+        knobs.update(latency=1, machine_status="down")
+    assert knobs.latency == 0  # update() is all-or-nothing
+    knobs.update(hang="true", latency="0.5")
+    assert knobs.hang is True and knobs.latency == 0.5
+
+    stop = threading.Event()
+    released: list[bool] = []
+    waiter = threading.Thread(target=lambda: released.append(knobs.wait_while_hung(stop)))
+    waiter.start()
+    time.sleep(0.1)
+    knobs.hang = False
+    waiter.join(2)
+    assert released == [True]
+
+    knobs.hang = True
+    waiter = threading.Thread(target=lambda: released.append(knobs.wait_while_hung(stop)))
+    waiter.start()
+    stop.set()
+    knobs.wake()
+    waiter.join(2)
+    assert released == [True, False]

@@ -1,0 +1,170 @@
+"""An SFAPI site for the plugin tests: the loopback gateway over the real Slurm cluster,
+an Iris-style key, and helpers that drive the plugins the way Harvester's agents do."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harvester_edge.edge.health import GATE
+from harvester_edge.facilities.registry import forget_clients
+from harvester_edge.harvester import WorkSpec
+from harvester_edge.localsite.faults import Knobs
+from harvester_edge.localsite.sfapi_gateway import SFAPIGateway, make_client_key
+from harvester_edge.localsite.slurm import LocalSlurm, default_slurm_conf
+from harvester_edge.plugins.sfapi import SFAPIMonitor, SFAPISubmitter, SFAPISweeper
+
+QUEUE = "TEST_SFAPI"
+_worker_ids = itertools.count(1)
+
+# An operator's own template, stock style: a control file per worker decides what the job does.
+TEMPLATE = """#!/bin/bash
+#SBATCH --job-name={jobName}
+#SBATCH --nodes={nNode}
+#SBATCH --time=10
+#SBATCH --output=CTLDIR/slurm-%j.out
+EXTRA
+mkdir -p {accessPoint}
+echo {computingSite} > {accessPoint}/site.txt
+ctl=CTLDIR/{workerID}
+if [ -f "$ctl" ]; then . "$ctl"; fi
+"""
+
+
+class Site:
+    """The gateway plus what tests need to build plugins and workers against it."""
+
+    def __init__(self, gateway: SFAPIGateway, key: Path, root: Path):
+        self.gateway = gateway
+        self.key = key
+        self.root = root
+        self.ctl = root / "ctl"
+        self.ctl.mkdir()
+        self.slurm = gateway.slurm
+
+    def template(self, extra: str = "") -> Path:
+        path = self.root / f"template-{abs(hash(extra))}.sh"
+        path.write_text(TEMPLATE.replace("CTLDIR", str(self.ctl)).replace("EXTRA", extra))
+        return path
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "queueName": QUEUE,
+            "siteName": QUEUE,
+            "apiUrl": self.gateway.api_url,
+            "tokenUrl": self.gateway.token_url,
+            "keyFile": str(self.key),
+            "machine": "perlmutter",
+            "profile": "generic",
+            "templateFile": str(self.template()),
+            "remoteWorkDir": str(self.root / "work" / "${workerID}"),
+            "connectTimeout": 2,
+            "readTimeout": 5,
+            "callDeadline": 20,
+            "retryBackoff": 0.1,
+            "healthCacheSeconds": 0.2,
+            "missingGraceSeconds": 30,
+            "killConfirmSeconds": 20,
+            "chunkSize": 200,
+        }
+        conf.update(overrides)
+        return conf
+
+    def plugins(self, **overrides: Any) -> tuple[SFAPISubmitter, SFAPIMonitor, SFAPISweeper]:
+        conf = self.config(**overrides)
+        return SFAPISubmitter(**conf), SFAPIMonitor(**conf), SFAPISweeper(**conf)
+
+    def worker(self, behaviour: str = "exit 0") -> WorkSpec:
+        ws = WorkSpec()
+        ws.workerID = next(_worker_ids)
+        ws.computingSite = QUEUE
+        ws.mapType = WorkSpec.MT_NoJob
+        ws.nCore = 1
+        ws.maxWalltime = 600
+        ws.status = WorkSpec.ST_pending
+        ws.accessPoint = str(self.root / "ap" / str(ws.workerID))
+        Path(ws.accessPoint).mkdir(parents=True)
+        (self.ctl / str(ws.workerID)).write_text(behaviour + "\n")
+        return ws
+
+    def jobs_named(self, name: str) -> list[dict[str, str]]:
+        """Every job Slurm knows by this name, live or accounted (the duplicate check)."""
+        rows = {r["jobid"]: r for r in self.slurm.sacct(names=[name])}
+        rows.update({r["jobid"]: r for r in self.slurm.squeue(names=[name])})
+        return list(rows.values())
+
+
+def cycle(monitor: SFAPIMonitor, workers: list[WorkSpec]) -> list[tuple[str | None, str]]:
+    """One monitor pass, applied like Harvester does; checks the answer's shape."""
+    ok, answers = monitor.check_workers(workers)
+    assert ok is True and len(answers) == len(workers)
+    for ws, (status, diag) in zip(workers, answers):
+        assert status is None or status in WorkSpec.ST_LIST, status
+        assert isinstance(diag, str)
+        if status is not None:
+            ws.status = status
+    return answers
+
+
+def run_until(
+    monitor: SFAPIMonitor,
+    workers: list[WorkSpec],
+    done: Callable[[list[WorkSpec]], bool],
+    timeout: float = 90,
+    interval: float = 1.0,
+    seen: list[list[str | None]] | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        answers = cycle(monitor, workers)
+        if seen is not None:
+            seen.append([a[0] for a in answers])
+        if done(workers):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                "timed out: " + ", ".join(f"{w.workerID}:{w.status}:{w.batchID}" for w in workers)
+                + f" last answers {answers}"
+            )
+        time.sleep(interval)
+
+
+def all_final(workers: list[WorkSpec]) -> bool:
+    return all(w.status in ("finished", "failed", "cancelled") for w in workers)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("sfapi-site")
+    key = root / "iris-client.pem"
+    client_id, public_pem = make_client_key(key)
+    slurm = LocalSlurm(default_slurm_conf())
+    gw = SFAPIGateway(slurm=slurm, knobs=Knobs(), workdir=root, file_roots=[root])
+    gw.register_client(client_id, public_pem)
+    with gw:
+        yield Site(gw, key, root)
+    forget_clients()
+    GATE.forget()
+    if gw.jobs_created:
+        try:
+            slurm.scancel(gw.jobs_created)
+        except (OSError, subprocess.SubprocessError):
+            pass
+
+
+@pytest.fixture(autouse=True)
+def calm_site(site: Site) -> Iterator[None]:
+    """Every test starts with a healthy site and fresh shared clients."""
+    site.gateway.knobs.update(
+        latency=0, task_delay=0, error_rate=0, post_timeout=0, hang=False, machine_status="active"
+    )
+    forget_clients()
+    GATE.forget()
+    yield
+    site.gateway.knobs.update(hang=False, error_rate=0, post_timeout=0, machine_status="active")
