@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import re
 import sys
+from itertools import takewhile
 from pathlib import Path
 
 from harvester_edge.edge.batch import BatchConfig, WorkerInfo, render_batch_script
@@ -67,7 +68,7 @@ def part(name: str, which: str) -> str:
     script = example_script(name)
     if which == "header":
         lines = script.splitlines(keepends=True)
-        script = "".join(line for line in lines if line.startswith(("#!", "#SBATCH")))
+        script = "".join(takewhile(lambda line: line.startswith(("#!", "#SBATCH")), lines))
     return script
 
 

@@ -93,11 +93,19 @@ class Site:
         (self.ctl / str(ws.workerID)).write_text(behaviour + "\n")
         return ws
 
-    def jobs_named(self, name: str) -> list[dict[str, str]]:
-        """Every job Slurm knows by this name, live or accounted (the duplicate check)."""
-        rows = {r["jobid"]: r for r in self.slurm.sacct(names=[name])}
-        rows.update({r["jobid"]: r for r in self.slurm.squeue(names=[name])})
-        return list(rows.values())
+    def jobs_named(self, name: str, settle: float = 10.0) -> list[dict[str, str]]:
+        """Every job Slurm knows by this name, live or accounted (the duplicate check).
+
+        Slurm 22.05's accounting names a new job ``allocation`` for a few seconds, so a job
+        that already left the queue may need a moment to show up under its name.
+        """
+        deadline = time.monotonic() + settle
+        while True:
+            rows = {r["jobid"]: r for r in self.slurm.sacct(names=[name])}
+            rows.update({r["jobid"]: r for r in self.slurm.squeue(names=[name])})
+            if rows or time.monotonic() > deadline:
+                return list(rows.values())
+            time.sleep(0.5)
 
 
 def cycle(monitor: SFAPIMonitor, workers: list[WorkSpec]) -> list[tuple[str | None, str]]:

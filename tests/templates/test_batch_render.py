@@ -246,7 +246,7 @@ def test_hostile_values_are_quoted_in_the_rendered_script(tmp_path: Path) -> Non
 
 def test_shell_path_expands_only_environment_references() -> None:
     assert shell_path("d", "${SCRATCH}/a b/$USER") == '"${SCRATCH}/a b/${USER}"'
-    assert shell_path("d", "/x/$(id)/`id`/\"q\"") == '"/x/\\$(id)/\\`id\\`/\\"q\\""'
+    assert shell_path("d", '/x/$(id)/`id`/"q"') == '"/x/\\$(id)/\\`id\\`/\\"q\\""'
     with pytest.raises(EdgeConfigError):
         shell_path("d", "/x\n/y")
 

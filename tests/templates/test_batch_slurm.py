@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from harvester_edge.edge.batch import BatchConfig, WorkerInfo, render_batch_script
 from harvester_edge.edge.pilot_summary import EXIT_CVMFS, SUMMARY_FILE, PilotSummary, parse_summary
 
-from .slurm_helpers import make_fake_cvmfs, read_env, submit, wait_job
+from .slurm_helpers import make_fake_cvmfs, read_env, slurm_env, submit, wait_job
 
 pytestmark = pytest.mark.slurm
 
@@ -94,14 +96,15 @@ def test_one_of_four_pilots_fails(tmp_path: Path) -> None:
     assert (summary.n_pilots, summary.n_failed, summary.error_code()) == (4, 1, 3)
     first = summary.first_failure
     assert first is not None and (first.node_index, first.slot, first.exit_code) == (1, 2, 3)
-    assert summary.diagnosis() == f"4 pilots, 1 failed, first failure: slot 2 on {first.node} exit 3"
+    expected = f"4 pilots, 1 failed, first failure: slot 2 on {first.node} exit 3"
+    assert summary.diagnosis() == expected
 
 
 def test_missing_cvmfs_ends_with_the_cvmfs_exit_code(tmp_path: Path) -> None:
     _, state, code, summary = run(tmp_path, config(tmp_path), worker(tmp_path))
     assert (state, code) == ("FAILED", EXIT_CVMFS)
     assert summary.error_code() == EXIT_CVMFS and summary.pilots == []
-    assert summary.cvmfs_error is not None and "CVMFS repository atlas.cern.ch" in summary.cvmfs_error
+    assert "CVMFS repository atlas.cern.ch" in str(summary.cvmfs_error)
     assert summary.diagnosis().startswith("CVMFS unavailable (exit 64): ")
     assert not list((tmp_path / "work").glob("*/slot*"))
 
@@ -115,23 +118,48 @@ def test_hanging_cvmfs_file_times_out(tmp_path: Path) -> None:
     assert time.monotonic() - started < 30
 
 
-def test_cvmfsexec_fallback_mounts_once_per_node(tmp_path: Path) -> None:
+FAKE_CVMFSEXEC = """#!/bin/bash
+echo "$SLURMD_NODENAME $*" >> {tmp}/fallback.log
+ln -s {tmp}/cvmfs-source {tmp}/cvmfs 2>/dev/null
+while [ "$1" != -- ]; do shift; done; shift
+exec "$@"
+"""
+
+FAKE_APPTAINER = """#!/bin/bash
+echo "$SLURMD_NODENAME $*" >> {tmp}/fallback.log
+ln -s {tmp}/cvmfs-source {tmp}/cvmfs 2>/dev/null
+while [ "$1" != fake.sif ]; do shift; done; shift
+exec "$@"
+"""
+
+
+@pytest.mark.parametrize(
+    ("fallback", "fake_script", "expected_call"),
+    [
+        ("cvmfsexec", FAKE_CVMFSEXEC, " atlas.cern.ch -- /bin/bash "),
+        ("container", FAKE_APPTAINER, " exec --bind "),
+    ],
+)
+def test_cvmfs_fallback_runs_once_per_node(
+    tmp_path: Path, fallback: str, fake_script: str, expected_call: str
+) -> None:
+    """Native CVMFS missing: the launcher re-runs itself inside the fallback, once per node."""
     make_fake_cvmfs(tmp_path / "cvmfs-source")
-    fake = tmp_path / "cvmfsexec"
-    fake.write_text(
-        "#!/bin/bash\n"
-        f'echo "$SLURMD_NODENAME $*" >> {tmp_path}/cvmfsexec.log\n'
-        f"ln -s {tmp_path}/cvmfs-source {tmp_path}/cvmfs 2>/dev/null\n"
-        'while [ "$1" != -- ]; do shift; done; shift\n'
-        'exec "$@"\n'
-    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / ("cvmfsexec" if fallback == "cvmfsexec" else "apptainer")
+    fake.write_text(fake_script.format(tmp=tmp_path))
     fake.chmod(0o755)
-    cfg = config(tmp_path, cvmfsFallback="cvmfsexec", cvmfsexecPath=str(fake))
-    _, state, code, summary = run(tmp_path, cfg, worker(tmp_path))
+    cfg = config(
+        tmp_path, cvmfsFallback=fallback, cvmfsexecPath=str(fake), containerImage="fake.sif"
+    )
+    env = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    _, state, code, summary = run(tmp_path, cfg, worker(tmp_path), env)
     assert (state, code, summary.n_failed) == ("COMPLETED", 0, 0)
-    calls = (tmp_path / "cvmfsexec.log").read_text().splitlines()
-    assert len(calls) == 2 and all(" atlas.cern.ch -- /bin/bash " in c for c in calls)
-    assert {e["HARVESTER_CVMFS_VIA"] for e in pilot_envs(tmp_path / "work")} == {"cvmfsexec"}
+    calls = (tmp_path / "fallback.log").read_text().splitlines()
+    assert len(calls) == 2 and all(expected_call in c for c in calls)
+    via = "cvmfsexec" if fallback == "cvmfsexec" else "apptainer"
+    assert {e["HARVESTER_CVMFS_VIA"] for e in pilot_envs(tmp_path / "work")} == {via}
 
 
 def test_hostile_values_do_not_execute(tmp_path: Path) -> None:
@@ -158,3 +186,22 @@ def test_hostile_values_do_not_execute(tmp_path: Path) -> None:
     args = (Path(env["HARVESTER_PILOT_DIR"]) / "args.txt").read_text().splitlines()
     assert f"--job-type=`touch {marker}2`" in args and hostile["resource_type"] in args
     assert f"'; touch {marker}7; '" in args and f'"$(touch {marker}8)"' in args
+
+
+def test_cancelled_job_still_writes_records_and_summary(tmp_path: Path) -> None:
+    make_fake_cvmfs(tmp_path / "cvmfs")
+    info = worker(tmp_path)
+    job_id = submit(render_batch_script(config(tmp_path), info), tmp_path, {"STUB_SLEEP": "60"})
+    records = Path(info.work_dir) / "pilots"
+    deadline = time.monotonic() + 30
+    while len(list(records.glob("*.json"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    subprocess.run(["scancel", job_id], env=slurm_env(), check=True, timeout=30)
+    state, _ = wait_job(job_id)
+    assert state == "CANCELLED"
+    summary_file = Path(info.work_dir) / SUMMARY_FILE
+    while not summary_file.exists() and time.monotonic() < deadline + 15:
+        time.sleep(0.2)
+    summary = parse_summary(summary_file.read_text())
+    assert (summary.n_pilots, summary.n_failed) == (4, 4)
+    assert {p.exit_code for p in summary.pilots} == {143}

@@ -380,9 +380,7 @@ class WorkerInfo:
     work_dir: str
 
     @classmethod
-    def from_workspec(
-        cls, ws: Any, harvester_id: str, job_name: str, work_dir: str
-    ) -> WorkerInfo:
+    def from_workspec(cls, ws: Any, harvester_id: str, job_name: str, work_dir: str) -> WorkerInfo:
         """Copy the WorkSpec columns the script uses; None columns become 0 or ''."""
         return cls(
             harvester_id=harvester_id,

@@ -3,10 +3,10 @@
 A profile is pure declaration (STYLE "a facility is mostly declarations"): the batch-script
 builder reads node shape (cores, GPUs, how GPUs are made visible), default directives and the
 CVMFS fallback from here, and queue config may override each of them.  Facts behind the numbers
-are in shared/PILOT_RUNTIME.md (Perlmutter: 64-core EPYC + 4 A100 per GPU node, 2 x 64 cores per
-CPU node, CVMFS mounted, ``--module=cvmfs``, ATLAS production's ``--signal=SIGTERM@240
---no-requeue`` so pilots get 4 minutes to end cleanly; Frontier: 56 allocatable cores with the default
-``-S 8``, 8 GCDs seen as 8 GPUs, ``ROCR_VISIBLE_DEVICES``, no CVMFS on compute nodes).
+are in shared/PILOT_RUNTIME.md.  Perlmutter: 64-core EPYC + 4 A100 per GPU node, 2 x 64 cores
+per CPU node, CVMFS mounted, ``--module=cvmfs``, and ATLAS production's ``--signal=SIGTERM@240
+--no-requeue`` so pilots get 4 minutes to end cleanly.  Frontier: 56 allocatable cores with the
+default ``-S 8``, 8 GCDs seen as 8 GPUs, ``ROCR_VISIBLE_DEVICES``, no CVMFS on compute nodes.
 """
 
 from __future__ import annotations

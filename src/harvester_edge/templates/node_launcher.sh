@@ -31,7 +31,7 @@ HEDGE_SELF=$0
 HEDGE_STAGE=${{1:-native}}
 HEDGE_NODE=${{SLURMD_NODENAME:-$(hostname -s)}}
 HEDGE_NODE_INDEX=${{SLURM_NODEID:-0}}
-HEDGE_PROBE_OUT=${{TMPDIR:-/tmp}}/hedge-probe.$$
+HEDGE_PROBE_OUT=$HEDGE_WORK_DIR/nodes/.probe-$HEDGE_NODE.$$
 HEDGE_REASON=
 hedge_term=0
 
@@ -62,6 +62,10 @@ hedge_timed_out() {{ [ "$1" -eq 124 ] || [ "$1" -eq 137 ]; }}
 
 hedge_cvmfs_check() {{  # sets HEDGE_REASON (one line) and fails when CVMFS is not usable
   local repo path file rc
+  if ! command -v timeout >/dev/null 2>&1; then
+    HEDGE_REASON="CVMFS check impossible: no timeout command on the node"
+    return 1
+  fi
   for repo in $HEDGE_CVMFS_REPOS; do
     path=$HEDGE_CVMFS_ROOT/$repo
     hedge_probe "$HEDGE_CVMFS_TIMEOUT" ls -A "$path"
@@ -100,6 +104,7 @@ hedge_node_record() {{  # STATUS VIA REASON
 }}
 
 hedge_cvmfs_failed() {{  # VIA: record the failure where the batch script looks, then exit
+  rm -f "$HEDGE_PROBE_OUT"
   hedge_log "$HEDGE_REASON"
   printf '%s\n' "$HEDGE_REASON" >"$HEDGE_WORK_DIR/nodes/$HEDGE_NODE.cvmfs-error"
   hedge_node_record failed "$1" "$HEDGE_REASON"
