@@ -18,12 +18,16 @@ FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", 
 WRAPPER_IN_REPO = "atlas.cern.ch/repo/sw/PandaPilotWrapper/latest/runpilot2-wrapper.sh"
 SETUP_IN_REPO = "atlas.cern.ch/repo/ATLASLocalRootBase/user/atlasLocalSetup.sh"
 
-# The stub pilot: records what it got, then exits with STUB_EXIT_<node index>_<slot> (default 0).
+# The stub pilot: records what it got, sleeps STUB_SLEEP s, exits with STUB_EXIT_<node>_<slot>.
 STUB_PILOT = """#!/bin/bash
 env | sort > env.txt
 printf '%s\\n' "$@" > args.txt
 pwd > pwd.txt
-sleep "${STUB_SLEEP:-0}"
+if [ "${STUB_SLEEP:-0}" != 0 ]; then  # a pilot that ends like a real one on SIGTERM
+  trap 'exit 143' TERM
+  sleep "$STUB_SLEEP" &
+  wait $! || exit 143
+fi
 var="STUB_EXIT_${HARVESTER_NODE_INDEX}_${HARVESTER_SLOT}"
 exit "${!var:-0}"
 """

@@ -192,9 +192,8 @@ def test_cancelled_job_still_writes_records_and_summary(tmp_path: Path) -> None:
     make_fake_cvmfs(tmp_path / "cvmfs")
     info = worker(tmp_path)
     job_id = submit(render_batch_script(config(tmp_path), info), tmp_path, {"STUB_SLEEP": "60"})
-    records = Path(info.work_dir) / "pilots"
     deadline = time.monotonic() + 30
-    while len(list(records.glob("*.json"))) < 4 and time.monotonic() < deadline:
+    while len(pilot_envs(Path(info.work_dir))) < 4 and time.monotonic() < deadline:
         time.sleep(0.2)
     subprocess.run(["scancel", job_id], env=slurm_env(), check=True, timeout=30)
     state, _ = wait_job(job_id)

@@ -324,8 +324,8 @@ class BatchConfig:
         if self.cvmfs_fallback == "cvmfsexec" and not self.cvmfsexec_path:
             raise EdgeConfigError("cvmfsexecPath: required when cvmfsFallback is cvmfsexec")
         if self.cvmfs_fallback in CONTAINER_RUNTIMES and not self.container_image:
-            raise EdgeConfigError(f"containerImage: required when cvmfsFallback is "
-                                  f"{self.cvmfs_fallback}")  # fmt: skip
+            fallback = self.cvmfs_fallback
+            raise EdgeConfigError(f"containerImage: required when cvmfsFallback is {fallback}")
 
     @property
     def cores_per_pilot(self) -> int:

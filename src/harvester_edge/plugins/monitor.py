@@ -20,7 +20,7 @@ from typing import Any
 from ..edge.allocations import BOOK
 from ..edge.health import GATE
 from ..edge.jobs import JobRecord, Resolution
-from ..edge.pilot_summary import SUMMARY_FILE, parse_summary
+from ..edge.pilot_summary import EXIT_CVMFS, SUMMARY_FILE, PilotSummary, parse_summary
 from ..edge.states import ErrorCode, Verdict
 from ..errors import EdgeAPIError
 from ..facilities.base import FacilityClient
@@ -31,11 +31,19 @@ from .base import (
 )  # fmt: skip
 
 Answer = tuple[str | None, str]
-EXIT_CVMFS = 64
 
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def summary_error_code(summary: PilotSummary) -> int | None:
+    """Harvester errorCode for what the pilots' summary reports (None: all pilots fine)."""
+    if summary.cvmfs_error:
+        return int(ErrorCode.CVMFS)
+    if summary.n_failed or summary.n_missing:
+        return int(ErrorCode.PILOTS_FAILED)
+    return None
 
 
 class EdgeMonitor(EdgePlugin, PluginBase):
@@ -218,7 +226,7 @@ class EdgeMonitor(EdgePlugin, PluginBase):
             LOG.info(f"workerID={ws.workerID}: no pilot summary ({exc})")
             return verdict
         ws.set_work_attributes({PILOTS: {"n": summary.n_pilots, "failed": summary.n_failed}})
-        code = summary.error_code()
+        code = summary_error_code(summary)
         if code is None and verdict.status != WorkSpec.ST_failed:
             return Verdict(verdict.status, "; ".join(x for x in (verdict.diagnosis, summary.diagnosis()) if x), verdict.error_code)
         diagnosis = "; ".join(x for x in (summary.diagnosis(), verdict.diagnosis) if x)

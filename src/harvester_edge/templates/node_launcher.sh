@@ -146,6 +146,7 @@ hedge_exec_pilot() {{  # SLOT INDEX DIR GPUS CPUS (runs in a subshell, ends in e
 }}
 
 hedge_pilot() {{  # SLOT: run one pilot and keep its record up to date
+  trap 'hedge_term=1' TERM  # outlive SIGTERM to write the pilot's end record
   local slot=$1 index dir gpus cpus start rc end
   index=$(( HEDGE_NODE_INDEX * HEDGE_PPN + slot - 1 ))
   dir=$HEDGE_WORK_DIR/$HEDGE_NODE/slot$slot
@@ -153,7 +154,6 @@ hedge_pilot() {{  # SLOT: run one pilot and keep its record up to date
   cpus=$(( (slot - 1) * HEDGE_CORES_PER_PILOT ))-$(( slot * HEDGE_CORES_PER_PILOT - 1 ))
   start=$(date +%s)
   hedge_pilot_record "$slot" "$index" "$start" null null "$gpus" "$cpus" "$dir"
-  trap 'hedge_term=1' TERM
   if mkdir -p "$dir"; then
     ( hedge_exec_pilot "$slot" "$index" "$dir" "$gpus" "$cpus" )
     rc=$?
