@@ -270,7 +270,7 @@ class SFAPIClient(FacilityClient):
 
     def read_text(self, path: str) -> str | None:
         answer = self.transport.request(
-            "GET", f"utilities/download/{self.settings.machine}/{path.lstrip('/')}"
+            "GET", f"utilities/download/{self.settings.machine}/{path}"
         )
         if not isinstance(answer, dict):
             raise EdgeAPIError("sfapi download: answer is not an object")
