@@ -37,7 +37,8 @@ def test_one_of_four_pilots_failing_is_in_the_worker_diagnosis(site: Site, tmp_p
     run_until(monitor, [ws], all_final)
     assert ws.status == "failed" and ws.errorCode == ErrorCode.PILOTS_FAILED
     assert "4 pilots, 1 failed, first failure: slot 2" in ws.errorDiag and "exit 3" in ws.errorDiag
-    assert ws.workAttributes["edgePilots"] == {"n": 4, "failed": 1}
+    pilots = ws.workAttributes["edgePilots"]
+    assert (pilots["n"], pilots["failed"], pilots["code"]) == (4, 1, ErrorCode.PILOTS_FAILED)
 
 
 def test_all_pilots_fine_reports_the_count(site: Site, tmp_path) -> None:
@@ -47,7 +48,8 @@ def test_all_pilots_fine_reports_the_count(site: Site, tmp_path) -> None:
     assert submitter.submit_workers([ws])[0][0] is True
     answers: list[list[str | None]] = []
     run_until(monitor, [ws], all_final, seen=answers)
-    assert ws.status == "finished" and ws.workAttributes["edgePilots"] == {"n": 4, "failed": 0}
+    pilots = ws.workAttributes["edgePilots"]
+    assert ws.status == "finished" and (pilots["n"], pilots["failed"], pilots["code"]) == (4, 0, None)
 
 
 def test_missing_cvmfs_fails_the_worker_saying_cvmfs(site: Site, tmp_path) -> None:

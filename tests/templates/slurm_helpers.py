@@ -11,27 +11,16 @@ import subprocess
 import time
 from pathlib import Path
 
+from harvester_edge.localsite.fake_cvmfs import (  # noqa: F401 (re-exported for the tests)
+    SETUP_IN_REPO,
+    STUB_PILOT,
+    WRAPPER_IN_REPO,
+    make_fake_cvmfs,
+)
+
 DEFAULT_SLURM_CONF = "/tmp/hedge-slurm/etc/slurm.conf"
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
                 "PREEMPTED", "BOOT_FAIL", "DEADLINE")  # fmt: skip
-
-WRAPPER_IN_REPO = "atlas.cern.ch/repo/sw/PandaPilotWrapper/latest/runpilot2-wrapper.sh"
-SETUP_IN_REPO = "atlas.cern.ch/repo/ATLASLocalRootBase/user/atlasLocalSetup.sh"
-
-# The stub pilot: records what it got, sleeps STUB_SLEEP s, exits with STUB_EXIT_<node>_<slot>.
-STUB_PILOT = """#!/bin/bash
-env | sort > env.txt
-printf '%s\\n' "$@" > args.txt
-pwd > pwd.txt
-if [ "${STUB_SLEEP:-0}" != 0 ]; then  # a pilot that ends like a real one on SIGTERM
-  trap 'exit 143' TERM
-  sleep "$STUB_SLEEP" &
-  wait $! || exit 143
-fi
-var="STUB_EXIT_${HARVESTER_NODE_INDEX}_${HARVESTER_SLOT}"
-exit "${!var:-0}"
-"""
-
 
 def slurm_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The test process's environment with SLURM_CONF set (sbatch exports it to the job)."""
@@ -50,21 +39,6 @@ def slurm_available() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0
-
-
-def make_fake_cvmfs(root: Path, *, setup_fifo: bool = False) -> Path:
-    """A fake CVMFS tree with the stub pilot as the ATLAS wrapper; returns the wrapper path."""
-    wrapper = root / WRAPPER_IN_REPO
-    wrapper.parent.mkdir(parents=True)
-    wrapper.write_text(STUB_PILOT)
-    wrapper.chmod(0o755)
-    setup = root / SETUP_IN_REPO
-    setup.parent.mkdir(parents=True)
-    if setup_fifo:
-        os.mkfifo(setup)  # opening it for reading blocks forever, like a hung automount
-    else:
-        setup.write_text("# fake ALRB set-up\n")
-    return wrapper
 
 
 def submit(script_text: str, directory: Path, env: dict[str, str] | None = None) -> str:

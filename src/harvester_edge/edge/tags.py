@@ -16,7 +16,7 @@ from ..errors import EdgeConfigError
 PREFIX = "hedge"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
 _TAG = re.compile(rf"^{PREFIX}-(?P<harvester>[A-Za-z0-9_.]+)-(?P<queue>[A-Za-z0-9_.]+)-w(?P<worker>\d+)$")
-_MAX_PART = 24
+_MAX_PART = 32
 
 
 def _slug(text: str, what: str) -> str:

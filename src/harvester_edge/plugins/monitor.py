@@ -214,21 +214,30 @@ class EdgeMonitor(EdgePlugin, PluginBase):
             BOOK.observe(tag.rsplit("-w", 1)[0] + "-w", tag, live)
 
     def _with_pilot_summary(self, client: FacilityClient, ws: WorkSpec, verdict: Verdict) -> Verdict:
+        """Fold the pilots' own summary into a final verdict (read once, kept in attributes:
+        Harvester checks a final worker twice before applying the status)."""
         work_dir = attr(ws, WORK_DIR)
         if not (client.supports_files and self.edge_options.readPilotSummary and work_dir):
             return verdict
-        try:
-            text = client.read_text(f"{work_dir.rstrip('/')}/{SUMMARY_FILE}")
-            if not text:
+        pilots = attr(ws, PILOTS)
+        if not isinstance(pilots, dict):
+            try:
+                text = client.read_text(f"{work_dir.rstrip('/')}/{SUMMARY_FILE}")
+                if not text:
+                    return verdict
+                summary = parse_summary(text)
+            except EdgeAPIError as exc:
+                LOG.info(f"workerID={ws.workerID}: no pilot summary ({exc})")
                 return verdict
-            summary = parse_summary(text)
-        except EdgeAPIError as exc:
-            LOG.info(f"workerID={ws.workerID}: no pilot summary ({exc})")
-            return verdict
-        ws.set_work_attributes({PILOTS: {"n": summary.n_pilots, "failed": summary.n_failed}})
-        code = summary_error_code(summary)
+            pilots = {
+                "n": summary.n_pilots,
+                "failed": summary.n_failed,
+                "diag": summary.diagnosis(),
+                "code": summary_error_code(summary),
+            }
+            ws.set_work_attributes({PILOTS: pilots})
+        code, diag = pilots.get("code"), str(pilots.get("diag") or "")
         if code is None and verdict.status != WorkSpec.ST_failed:
-            return Verdict(verdict.status, "; ".join(x for x in (verdict.diagnosis, summary.diagnosis()) if x), verdict.error_code)
-        diagnosis = "; ".join(x for x in (summary.diagnosis(), verdict.diagnosis) if x)
+            return Verdict(verdict.status, "; ".join(x for x in (verdict.diagnosis, diag) if x), verdict.error_code)
+        diagnosis = "; ".join(x for x in (diag, verdict.diagnosis) if x)
         return Verdict(verdict.status, diagnosis, code if code is not None else verdict.error_code)
-
