@@ -1,10 +1,10 @@
 """The ``harvester-edge`` command: operators' tools and the local demo.
 
-    harvester-edge demo            full local demo: real Slurm + loopback SFAPI, no account
-    harvester-edge cluster start   the local multi-node Slurm test cluster (root)
-    harvester-edge gateway ...     run a loopback SFAPI gateway
-    harvester-edge check-config F  build every harvester-edge plugin of a queue config (no I/O)
-    harvester-edge render F QUEUE  print the batch script a queue would submit
+harvester-edge demo            full local demo: real Slurm + loopback SFAPI, no account
+harvester-edge cluster start   the local multi-node Slurm test cluster (root)
+harvester-edge gateway ...     run a loopback SFAPI gateway
+harvester-edge check-config F  build every harvester-edge plugin of a queue config (no I/O)
+harvester-edge render F QUEUE  print the batch script a queue would submit
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ def plugin_sections(queue_name: str, queue: dict[str, Any]) -> list[tuple[str, d
     for section in PLUGIN_SECTIONS:
         entries = queue.get(section)
         for entry in entries if isinstance(entries, list) else [entries]:
-            if isinstance(entry, dict) and str(entry.get("module", "")).startswith("harvester_edge."):
+            if isinstance(entry, dict) and str(entry.get("module", "")).startswith(
+                "harvester_edge."
+            ):
                 conf = dict(entry)
                 for key, value in queue.get("common", {}).items():
                     conf.setdefault(key, value)
@@ -77,7 +79,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     ws.workerID, ws.computingSite, ws.nCore, ws.maxWalltime = args.worker_id, args.queue, None, 3600
     hid = harvester_id()
     tag = job_tag(hid, args.queue, args.worker_id)
-    info = WorkerInfo.from_workspec(ws, harvester_id=hid, job_name=tag, work_dir=cfg.worker_dir(hid, args.worker_id, args.queue))
+    info = WorkerInfo.from_workspec(
+        ws, harvester_id=hid, job_name=tag, work_dir=cfg.worker_dir(hid, args.worker_id, args.queue)
+    )
     print(render_batch_script(cfg, info), end="")
     return 0
 
@@ -118,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("gateway", help="run a loopback SFAPI gateway (see --help after it)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_gateway)
-    p = sub.add_parser("check-config", help="validate the harvester-edge sections of a queue config")
+    p = sub.add_parser(
+        "check-config", help="validate the harvester-edge sections of a queue config"
+    )
     p.add_argument("file")
     p.set_defaults(func=cmd_check_config)
     p = sub.add_parser("render", help="print the batch script of a queue's submitter")

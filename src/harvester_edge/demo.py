@@ -32,7 +32,8 @@ FINAL = ("finished", "failed", "cancelled", "missed")
 
 def queue_config(gw: SFAPIGateway, root: Path, key: Path) -> dict[str, Any]:
     common = {
-        "apiUrl": gw.api_url, "tokenUrl": gw.token_url, "keyFile": str(key), "machine": "perlmutter",
+        "apiUrl": gw.api_url, "tokenUrl": gw.token_url, "keyFile": str(key),
+        "machine": "perlmutter",
         "readTimeout": 10, "callDeadline": 30, "healthCacheSeconds": 2, "missingGraceSeconds": 60,
     }  # fmt: skip
     batch = {
@@ -75,8 +76,9 @@ def show(workers: list[WorkSpec], note: str = "") -> None:
     print(f"\n-- {time.strftime('%H:%M:%S')} {note}")
     for ws in workers:
         diag = (ws.errorDiag or "")[:110]
-        print(f"   worker {ws.workerID:<3} {ws.computingSite:<16} {str(ws.status):<10} "
-              f"job {str(ws.batchID or '-'):<6} {str(ws.nativeStatus or ''):<11} {diag}")  # fmt: skip
+        job, native = str(ws.batchID or "-"), str(ws.nativeStatus or "")
+        print(f"   worker {ws.workerID:<3} {ws.computingSite:<16} {ws.status!s:<10} ", end="")
+        print(f"job {job:<6} {native:<11} {diag}")
 
 
 def run_demo(root: Path, cycles: int = 90) -> int:
@@ -99,7 +101,9 @@ def run_demo(root: Path, cycles: int = 90) -> int:
         no_cvmfs = new_worker(5, "DEMO_NO_CVMFS", root)
         workers = [*main_q, failing, no_cvmfs]
         for queue, batch in (("DEMO_PERLMUTTER", main_q), ("DEMO_NO_CVMFS", [no_cvmfs])):
-            for ws, (ok, msg) in zip(batch, plugin(config, queue, "submitter").submit_workers(batch)):
+            for ws, (ok, msg) in zip(
+                batch, plugin(config, queue, "submitter").submit_workers(batch), strict=True
+            ):
                 print(f"submit worker {ws.workerID}: {ok} {msg}")
         os.environ["STUB_EXIT_1_2"] = "3"  # the next job's pilot on node 2, slot 2 fails
         ok, msg = plugin(config, "DEMO_PERLMUTTER", "submitter").submit_workers([failing])[0]
@@ -118,7 +122,7 @@ def run_demo(root: Path, cycles: int = 90) -> int:
                 mine = [w for w in workers if w.computingSite == queue and w.status not in FINAL]
                 if mine:
                     ok, answers = plugin(config, queue, "monitor").check_workers(mine)
-                    for ws, (status, diag) in zip(mine, answers):
+                    for ws, (status, _diag) in zip(mine, answers, strict=True):
                         if status is not None:
                             ws.status = status
             if not killed and main_q[2].status == "running":

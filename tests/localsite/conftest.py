@@ -1,13 +1,7 @@
-"""Fixtures for the loopback-site tests.
-
-Tests marked ``@pytest.mark.slurm`` need the real local cluster (scripts/slurm-cluster.sh).
-Without it they are skipped on a laptop, but under ``CI=true`` they fail: CI must never go
-green by silently skipping the only tests that exercise real scheduler semantics.
-"""
+"""Fixtures for the loopback-site tests (the Slurm gate is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,25 +13,7 @@ from harvester_edge.localsite.faults import Knobs
 from harvester_edge.localsite.sfapi_gateway import SFAPIGateway, make_client_key
 from harvester_edge.localsite.slurm import LocalSlurm, default_slurm_conf
 
-_slurm_state: dict[str, bool] = {}
-
-
-def _slurm_reachable() -> bool:
-    if "ok" not in _slurm_state:
-        _slurm_state["ok"] = LocalSlurm(default_slurm_conf(), timeout=5).available()
-    return _slurm_state["ok"]
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("slurm") is None or _slurm_reachable():
-        return
-    message = (
-        "local Slurm cluster unreachable (run `bash scripts/slurm-cluster.sh start` and "
-        "export SLURM_CONF=/tmp/hedge-slurm/etc/slurm.conf)"
-    )
-    if os.environ.get("CI", "").strip().lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+from ..conftest import slurm_reachable
 
 
 @pytest.fixture
@@ -69,7 +45,7 @@ def gateway(
     gw.register_client(client_key[1], client_key[2])
     with gw:
         yield gw
-    if gw.jobs_created and _slurm_state.get("ok"):
+    if gw.jobs_created and slurm_reachable():
         slurm.scancel(gw.jobs_created)  # leave the shared cluster clean
 
 

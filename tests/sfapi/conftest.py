@@ -112,7 +112,7 @@ def cycle(monitor: SFAPIMonitor, workers: list[WorkSpec]) -> list[tuple[str | No
     """One monitor pass, applied like Harvester does; checks the answer's shape."""
     ok, answers = monitor.check_workers(workers)
     assert ok is True and len(answers) == len(workers)
-    for ws, (status, diag) in zip(workers, answers):
+    for ws, (status, diag) in zip(workers, answers, strict=True):
         assert status is None or status in WorkSpec.ST_LIST, status
         assert isinstance(diag, str)
         if status is not None:
@@ -137,7 +137,8 @@ def run_until(
             return
         if time.monotonic() > deadline:
             raise AssertionError(
-                "timed out: " + ", ".join(f"{w.workerID}:{w.status}:{w.batchID}" for w in workers)
+                "timed out: "
+                + ", ".join(f"{w.workerID}:{w.status}:{w.batchID}" for w in workers)
                 + f" last answers {answers}"
             )
         time.sleep(interval)

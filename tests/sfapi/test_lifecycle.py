@@ -144,7 +144,9 @@ def test_silent_api_never_hangs_a_plugin_call(site: Site) -> None:
         assert all(r[0] != "failed" for r in flat)
     site.gateway.knobs.update(hang=False)
     time.sleep(0.3)
-    run_until(monitor, [ws], lambda w: w[0].status in ("running", "submitted") and bool(w[0].batchID))
+    run_until(
+        monitor, [ws], lambda w: w[0].status in ("running", "submitted") and bool(w[0].batchID)
+    )
     sweeper.kill_workers([ws])
 
 

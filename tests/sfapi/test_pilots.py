@@ -28,7 +28,9 @@ def shipped(site: Site, cvmfs: str, **changes: object) -> dict[str, object]:
     return conf
 
 
-def test_one_of_four_pilots_failing_is_in_the_worker_diagnosis(site: Site, tmp_path, monkeypatch) -> None:
+def test_one_of_four_pilots_failing_is_in_the_worker_diagnosis(
+    site: Site, tmp_path, monkeypatch
+) -> None:
     make_fake_cvmfs(tmp_path / "cvmfs")
     monkeypatch.setenv("STUB_EXIT_1_2", "3")  # sbatch passes the gateway's environment on
     submitter, monitor, _ = site.plugins(**shipped(site, str(tmp_path / "cvmfs")))
@@ -49,7 +51,11 @@ def test_all_pilots_fine_reports_the_count(site: Site, tmp_path) -> None:
     answers: list[list[str | None]] = []
     run_until(monitor, [ws], all_final, seen=answers)
     pilots = ws.workAttributes["edgePilots"]
-    assert ws.status == "finished" and (pilots["n"], pilots["failed"], pilots["code"]) == (4, 0, None)
+    assert ws.status == "finished" and (pilots["n"], pilots["failed"], pilots["code"]) == (
+        4,
+        0,
+        None,
+    )
 
 
 def test_missing_cvmfs_fails_the_worker_saying_cvmfs(site: Site, tmp_path) -> None:
@@ -63,7 +69,9 @@ def test_missing_cvmfs_fails_the_worker_saying_cvmfs(site: Site, tmp_path) -> No
 
 def test_max_concurrent_allocations_is_never_exceeded(site: Site, tmp_path) -> None:
     queue = "TEST_L3"
-    submitter, monitor, _ = site.plugins(queueName=queue, siteName=queue, maxConcurrentAllocations=2)
+    submitter, monitor, _ = site.plugins(
+        queueName=queue, siteName=queue, maxConcurrentAllocations=2
+    )
     prefix = queue_prefix(harvester_id(), queue)
 
     def live() -> int:
@@ -81,9 +89,9 @@ def test_max_concurrent_allocations_is_never_exceeded(site: Site, tmp_path) -> N
     while (waiting or not all_final(tracked)) and time.monotonic() < deadline:
         if waiting:
             results = submitter.submit_workers(waiting)
-            capped = [ws for ws, r in zip(waiting, results) if r[0] is None]
+            capped = [ws for ws, r in zip(waiting, results, strict=True) if r[0] is None]
             assert all("maxConcurrentAllocations" in r[1] for r in results if r[0] is None)
-            tracked += [ws for ws, r in zip(waiting, results) if r[0] is True]
+            tracked += [ws for ws, r in zip(waiting, results, strict=True) if r[0] is True]
             # Harvester makes a new worker for each missed one
             waiting = [new_worker() for _ in capped]
         if tracked:

@@ -22,6 +22,7 @@ DEFAULT_SLURM_CONF = "/tmp/hedge-slurm/etc/slurm.conf"
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
                 "PREEMPTED", "BOOT_FAIL", "DEADLINE")  # fmt: skip
 
+
 def slurm_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The test process's environment with SLURM_CONF set (sbatch exports it to the job)."""
     env = dict(os.environ)

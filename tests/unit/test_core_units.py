@@ -35,7 +35,9 @@ def test_tag_rejects_bad_worker_ids(bad):
 
 # rendering -------------------------------------------------------------------------------
 def test_render_matches_stock_format_map_for_safe_values():
-    template = "#SBATCH -o {accessPoint}/{workerID}.out\n#SBATCH -N {nNode}\n{{literal}} {unknown}\n"
+    template = (
+        "#SBATCH -o {accessPoint}/{workerID}.out\n#SBATCH -N {nNode}\n{{literal}} {unknown}\n"
+    )
     ctx = {"accessPoint": "/scratch/h/1", "workerID": 1, "nNode": 2}
 
     class SafeDict(dict):
@@ -50,7 +52,9 @@ def test_render_quotes_hostile_values_and_refuses_newlines():
     assert shell_word("x", "it's") == "'it'\"'\"'s'"
     with pytest.raises(TemplateValueError, match="'x'"):
         render("#SBATCH -J {x}", {"x": "a\n#SBATCH --uid=0"})
-    assert render("{blk!raw}", {"blk": "#SBATCH -N 1\n#SBATCH -A a"}) == "#SBATCH -N 1\n#SBATCH -A a"
+    assert (
+        render("{blk!raw}", {"blk": "#SBATCH -N 1\n#SBATCH -A a"}) == "#SBATCH -N 1\n#SBATCH -A a"
+    )
 
 
 # retry -----------------------------------------------------------------------------------
@@ -80,7 +84,9 @@ def test_call_with_retry_stops_at_the_deadline():
 
     start = time.monotonic()
     with pytest.raises(EdgeAPIError):
-        call_with_retry(fail, RetryPolicy(attempts=50, backoff=0.2, deadline=1.0, jitter=0), idempotent=True)
+        call_with_retry(
+            fail, RetryPolicy(attempts=50, backoff=0.2, deadline=1.0, jitter=0), idempotent=True
+        )
     assert time.monotonic() - start < 1.2 and 2 <= len(calls) < 10
 
 
@@ -95,9 +101,15 @@ def test_call_with_retry_honours_retry_after():
             raise err
         return "ok"
 
-    assert call_with_retry(
-        flaky, RetryPolicy(backoff=5), idempotent=False, retry_after_of=lambda e: getattr(e, "retry_after", None)
-    ) == "ok"
+    assert (
+        call_with_retry(
+            flaky,
+            RetryPolicy(backoff=5),
+            idempotent=False,
+            retry_after_of=lambda e: getattr(e, "retry_after", None),
+        )
+        == "ok"
+    )
     assert 0.25 <= seen[1] - seen[0] < 1.0
 
 
@@ -142,7 +154,10 @@ def test_allocation_book_counts_live_and_fresh_tags():
 
 def test_allocation_book_is_thread_safe():
     book = AllocationBook()
-    threads = [threading.Thread(target=lambda k=k: [book.submitted("p", f"t{k}-{i}") for i in range(200)]) for k in range(4)]
+    threads = [
+        threading.Thread(target=lambda k=k: [book.submitted("p", f"t{k}-{i}") for i in range(200)])
+        for k in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -38,7 +38,10 @@ def client(tmp_path):
 
 def token_route(mock):
     return mock.post(TOKEN).mock(
-        return_value=httpx.Response(200, json={"access_token": "tok-secret-value", "token_type": "Bearer", "expires_in": 600})
+        return_value=httpx.Response(
+            200,
+            json={"access_token": "tok-secret-value", "token_type": "Bearer", "expires_in": 600},
+        )
     )
 
 
@@ -46,7 +49,10 @@ def token_route(mock):
 def test_403_gets_one_token_refresh_then_succeeds(client):
     tokens = token_route(respx)
     jobs = respx.get(f"{API}/compute/jobs/perlmutter").mock(
-        side_effect=[httpx.Response(403, json={"detail": "expired"}), httpx.Response(200, json={"status": "OK", "output": []})]
+        side_effect=[
+            httpx.Response(403, json={"detail": "expired"}),
+            httpx.Response(200, json={"status": "OK", "output": []}),
+        ]
     )
     assert client.query(["1"], final=False) == {}
     assert tokens.call_count == 2 and jobs.call_count == 2
@@ -55,7 +61,9 @@ def test_403_gets_one_token_refresh_then_succeeds(client):
 @respx.mock
 def test_second_403_fails_without_leaking_the_token(client):
     token_route(respx)
-    respx.get(f"{API}/compute/jobs/perlmutter").mock(return_value=httpx.Response(403, json={"detail": "no"}))
+    respx.get(f"{API}/compute/jobs/perlmutter").mock(
+        return_value=httpx.Response(403, json={"detail": "no"})
+    )
     with pytest.raises(EdgeAuthError) as info:
         client.query(["1"], final=False)
     assert "403" in str(info.value) and "tok-secret-value" not in str(info.value)
@@ -73,15 +81,24 @@ def test_bulk_query_is_one_request_with_all_ids(client):
     records = client.query(["1", "2", "3"], final=False)
     assert route.call_count == 1
     params = route.calls[0].request.url.params
-    assert params["kwargs"] == "jobid=1,2,3" and params["cached"] == "false" and params["sacct"] == "false"
-    assert records["1"].state.code == "R" and records["2"].reason == "Priority" and "3" not in records
+    assert (
+        params["kwargs"] == "jobid=1,2,3"
+        and params["cached"] == "false"
+        and params["sacct"] == "false"
+    )
+    assert (
+        records["1"].state.code == "R" and records["2"].reason == "Priority" and "3" not in records
+    )
 
 
 @respx.mock
 def test_get_honours_retry_after(client):
     token_route(respx)
     route = respx.get(f"{API}/tasks/").mock(
-        side_effect=[httpx.Response(429, headers={"Retry-After": "1"}), httpx.Response(200, json={"tasks": []})]
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "1"}),
+            httpx.Response(200, json={"tasks": []}),
+        ]
     )
     start = time.monotonic()
     assert client.resolve(["7"]) == {}
@@ -101,7 +118,9 @@ def test_submit_read_timeout_is_not_retried(client):
 def test_submit_error_answer_is_a_refusal(client):
     token_route(respx)
     respx.post(f"{API}/compute/jobs/perlmutter").mock(
-        return_value=httpx.Response(200, json={"status": "ERROR", "error": "bad machine", "task_id": None})
+        return_value=httpx.Response(
+            200, json={"status": "ERROR", "error": "bad machine", "task_id": None}
+        )
     )
     with pytest.raises(EdgeAPIError) as info:
         client.submit(SubmitRequest(script="#!/bin/bash\n", tag="t", work_dir="/w"))
@@ -111,15 +130,31 @@ def test_submit_error_answer_is_a_refusal(client):
 @respx.mock
 def test_malformed_answers_are_transient_errors_not_crashes(client):
     token_route(respx)
-    respx.get(f"{API}/compute/jobs/perlmutter").mock(return_value=httpx.Response(200, json={"status": "OK", "output": [{"state": "R"}]}))
+    respx.get(f"{API}/compute/jobs/perlmutter").mock(
+        return_value=httpx.Response(200, json={"status": "OK", "output": [{"state": "R"}]})
+    )
     with pytest.raises(EdgeAPIError) as info:
         client.query(["1"], final=False)
     assert info.value.transient and "jobid" in str(info.value)
 
 
 def test_task_parsing():
-    ok = {"id": "1", "status": "completed", "result": json.dumps({"status": "ok", "jobid": "42", "error": None})}
-    bad = {"id": "2", "status": "completed", "result": json.dumps({"status": "error", "jobid": None, "error": "sbatch: error: Memory specification can not be satisfied"})}
+    ok = {
+        "id": "1",
+        "status": "completed",
+        "result": json.dumps({"status": "ok", "jobid": "42", "error": None}),
+    }
+    bad = {
+        "id": "2",
+        "status": "completed",
+        "result": json.dumps(
+            {
+                "status": "error",
+                "jobid": None,
+                "error": "sbatch: error: Memory specification can not be satisfied",
+            }
+        ),
+    }
     assert parse_submit_task(ok).job_id == "42"
     assert "Memory" in parse_submit_task(bad).error
     assert parse_submit_task({"id": "3", "status": "new", "result": None}).state == "pending"
@@ -127,5 +162,7 @@ def test_task_parsing():
 
 
 def test_constructing_a_client_does_no_io(tmp_path):
-    settings = SFAPISettings("perlmutter", API, TOKEN, str(tmp_path / "missing.pem"), Timeouts(), RetryPolicy())
+    settings = SFAPISettings(
+        "perlmutter", API, TOKEN, str(tmp_path / "missing.pem"), Timeouts(), RetryPolicy()
+    )
     SFAPIClient(settings)  # no key read, no request: nothing raises

@@ -51,7 +51,9 @@ def test_hard_failures_name_their_cause(state, word, code):
 
 
 def test_cancelled_by_names_the_uid():
-    rec = record_from_row({"jobid": "7", "state": "CANCELLED by 1234", "exitcode": "0:15"}, source="accounting")
+    rec = record_from_row(
+        {"jobid": "7", "state": "CANCELLED by 1234", "exitcode": "0:15"}, source="accounting"
+    )
     v = rec.verdict()
     assert v.status == "cancelled" and "1234" in v.diagnosis
     assert rec.signal == 15 and rec.exit_code == 0

@@ -42,7 +42,9 @@ class AllocationBook:
         with self._lock:
             if prefix not in self._known:
                 return None
-            live = {t for t, seen in self._live.get(prefix, {}).items() if now - seen < self.max_age}
+            live = {
+                t for t, seen in self._live.get(prefix, {}).items() if now - seen < self.max_age
+            }
             fresh = {t for t, at in self._fresh.get(prefix, {}).items() if now - at < self.max_age}
             return len(live | fresh)
 

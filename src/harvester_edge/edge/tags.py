@@ -15,7 +15,9 @@ from ..errors import EdgeConfigError
 
 PREFIX = "hedge"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
-_TAG = re.compile(rf"^{PREFIX}-(?P<harvester>[A-Za-z0-9_.]+)-(?P<queue>[A-Za-z0-9_.]+)-w(?P<worker>\d+)$")
+_TAG = re.compile(
+    rf"^{PREFIX}-(?P<harvester>[A-Za-z0-9_.]+)-(?P<queue>[A-Za-z0-9_.]+)-w(?P<worker>\d+)$"
+)
 _MAX_PART = 32
 
 

@@ -96,5 +96,5 @@ class FacilityClient(abc.ABC):
         """A small text file from the facility, or None when it does not exist."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: most clients hold nothing)
         """Release connections (used by tests and the CLI)."""

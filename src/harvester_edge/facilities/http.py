@@ -104,15 +104,23 @@ class HttpxTransport:
             else:
                 response = session.request(method, url, params=params, data=data, timeout=timeout)
         except _NOT_SENT as exc:
-            raise EdgeNetworkError(f"{what}: cannot connect ({type(exc).__name__})", maybe_sent=False) from None
+            raise EdgeNetworkError(
+                f"{what}: cannot connect ({type(exc).__name__})", maybe_sent=False
+            ) from None
         except httpx.TimeoutException as exc:
-            raise EdgeNetworkError(f"{what}: no answer in time ({type(exc).__name__})", maybe_sent=True) from None
+            raise EdgeNetworkError(
+                f"{what}: no answer in time ({type(exc).__name__})", maybe_sent=True
+            ) from None
         except httpx.TransportError as exc:
-            raise EdgeNetworkError(f"{what}: connection failed ({type(exc).__name__})", maybe_sent=True) from None
+            raise EdgeNetworkError(
+                f"{what}: connection failed ({type(exc).__name__})", maybe_sent=True
+            ) from None
         except EdgeAPIError:
             raise
         except Exception as exc:  # authlib token errors and the like: never leak their text
-            raise EdgeAuthError(f"{what}: could not obtain an access token ({type(exc).__name__})") from None
+            raise EdgeAuthError(
+                f"{what}: could not obtain an access token ({type(exc).__name__})"
+            ) from None
         status = response.status_code
         if status in (401, 403) and authenticated:
             if not refreshed and self._refresh_auth is not None:
@@ -121,7 +129,9 @@ class HttpxTransport:
             raise EdgeAuthError(f"{what}: credentials refused (HTTP {status})", status=status)
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise _RetryableStatus(f"{what}: HTTP {status} {error_text(response, 120)}".rstrip(), status, retry_after)
+            raise _RetryableStatus(
+                f"{what}: HTTP {status} {error_text(response, 120)}".rstrip(), status, retry_after
+            )
         if status >= 400:
             raise EdgeAPIError(f"{what}: HTTP {status}: {error_text(response)}", status=status)
         if not response.content:

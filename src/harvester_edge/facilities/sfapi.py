@@ -269,9 +269,7 @@ class SFAPIClient(FacilityClient):
         return self._user_name
 
     def read_text(self, path: str) -> str | None:
-        answer = self.transport.request(
-            "GET", f"utilities/download/{self.settings.machine}/{path}"
-        )
+        answer = self.transport.request("GET", f"utilities/download/{self.settings.machine}/{path}")
         if not isinstance(answer, dict):
             raise EdgeAPIError("sfapi download: answer is not an object")
         if str(answer.get("status", "")).upper() != "OK":
@@ -361,5 +359,7 @@ def settings_from_config(cfg: Any) -> SFAPISettings:
         token_url=cfg.tokenUrl,
         key_file=os.path.expanduser(cfg.keyFile),
         timeouts=Timeouts(cfg.connectTimeout, cfg.readTimeout),
-        policy=RetryPolicy(attempts=cfg.retryAttempts, backoff=cfg.retryBackoff, deadline=cfg.callDeadline),
+        policy=RetryPolicy(
+            attempts=cfg.retryAttempts, backoff=cfg.retryBackoff, deadline=cfg.callDeadline
+        ),
     )

@@ -483,7 +483,7 @@ def _multipart_file(content_type: str, body: bytes) -> tuple[str | None, bytes] 
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
     if not message.is_multipart():
         return None
-    for part in message.iter_parts():  # type: ignore[attr-defined]
+    for part in message.iter_parts():
         if part.get_param("name", header="content-disposition") == "file":
             data = part.get_payload(decode=True)
             return part.get_filename(), data if isinstance(data, bytes) else b""

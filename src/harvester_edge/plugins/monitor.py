@@ -26,8 +26,17 @@ from ..errors import EdgeAPIError
 from ..facilities.base import FacilityClient
 from ..harvester import PluginBase, WorkSpec
 from .base import (
-    LOG, LOOKUP_SINCE, MISSING_SINCE, PILOTS, SUBMITTED_AT, TAG, TASK, WORK_DIR,
-    EdgePlugin, attr, now,
+    LOG,
+    LOOKUP_SINCE,
+    MISSING_SINCE,
+    PILOTS,
+    SUBMITTED_AT,
+    TAG,
+    TASK,
+    WORK_DIR,
+    EdgePlugin,
+    attr,
+    now,
 )  # fmt: skip
 
 Answer = tuple[str | None, str]
@@ -90,7 +99,11 @@ class EdgeMonitor(EdgePlugin, PluginBase):
                 answers[i] = (WorkSpec.ST_failed, "worker has neither batch job id nor tag")
 
     def _resolve_tasks(
-        self, client: FacilityClient, workers: list[WorkSpec], idx: list[int], answers: dict[int, Answer]
+        self,
+        client: FacilityClient,
+        workers: list[WorkSpec],
+        idx: list[int],
+        answers: dict[int, Answer],
     ) -> None:
         try:
             resolved = client.resolve([attr(workers[i], TASK) for i in idx])
@@ -107,12 +120,26 @@ class EdgeMonitor(EdgePlugin, PluginBase):
                 ws.batchID = res.job_id
                 ws.set_work_attributes({TASK: None})
             elif res.state == Resolution.ERROR:
-                self._final(ws, Verdict(WorkSpec.ST_failed, f"submit failed: {res.error}", ErrorCode.SUBMIT_REJECTED), answers, i)
-            elif now() - float(attr(ws, SUBMITTED_AT) or now()) < self.edge_options.taskTimeoutSeconds:
+                self._final(
+                    ws,
+                    Verdict(
+                        WorkSpec.ST_failed, f"submit failed: {res.error}", ErrorCode.SUBMIT_REJECTED
+                    ),
+                    answers,
+                    i,
+                )
+            elif (
+                now() - float(attr(ws, SUBMITTED_AT) or now())
+                < self.edge_options.taskTimeoutSeconds
+            ):
                 answers[i] = (WorkSpec.ST_submitted, f"submit task {attr(ws, TASK)} pending")
 
     def _lookup(
-        self, client: FacilityClient, workers: list[WorkSpec], idx: list[int], answers: dict[int, Answer]
+        self,
+        client: FacilityClient,
+        workers: list[WorkSpec],
+        idx: list[int],
+        answers: dict[int, Answer],
     ) -> None:
         try:
             found = client.find_by_tags([attr(workers[i], TAG) for i in idx])
@@ -123,7 +150,10 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         duplicates: list[str] = []
         for i in idx:
             ws = workers[i]
-            jobs = sorted(found.get(attr(ws, TAG), []), key=lambda r: int(r.job_id) if r.job_id.isdigit() else 0)
+            jobs = sorted(
+                found.get(attr(ws, TAG), []),
+                key=lambda r: int(r.job_id) if r.job_id.isdigit() else 0,
+            )
             if jobs:
                 ws.batchID = jobs[0].job_id
                 ws.set_work_attributes({TASK: None, LOOKUP_SINCE: None})
@@ -133,8 +163,11 @@ class EdgeMonitor(EdgePlugin, PluginBase):
             if not attr(ws, LOOKUP_SINCE):
                 ws.set_work_attributes({LOOKUP_SINCE: since})
             if now() - since > self.edge_options.lookupGraceSeconds:
-                diag = f"batch job never appeared (tag {attr(ws, TAG)}) within {self.edge_options.lookupGraceSeconds:.0f}s"
-                self._final(ws, Verdict(WorkSpec.ST_failed, diag, ErrorCode.SUBMIT_LOST), answers, i)
+                grace = self.edge_options.lookupGraceSeconds
+                diag = f"batch job never appeared (tag {attr(ws, TAG)}) within {grace:.0f}s"
+                self._final(
+                    ws, Verdict(WorkSpec.ST_failed, diag, ErrorCode.SUBMIT_LOST), answers, i
+                )
             else:
                 answers[i] = (WorkSpec.ST_submitted, "waiting for the batch job to appear")
         if duplicates:
@@ -173,7 +206,14 @@ class EdgeMonitor(EdgePlugin, PluginBase):
             self._apply(client, ws, record, i, answers)
 
     # outcomes -----------------------------------------------------------------------------
-    def _apply(self, client: FacilityClient, ws: WorkSpec, record: JobRecord, i: int, answers: dict[int, Answer]) -> None:
+    def _apply(
+        self,
+        client: FacilityClient,
+        ws: WorkSpec,
+        record: JobRecord,
+        i: int,
+        answers: dict[int, Answer],
+    ) -> None:
         verdict = record.verdict()
         ws.nativeStatus = record.native_status
         if record.exit_code is not None:
@@ -185,22 +225,33 @@ class EdgeMonitor(EdgePlugin, PluginBase):
             answers[i] = (verdict.status, verdict.diagnosis)
             return
         if record.exit_code == EXIT_CVMFS and verdict.status == WorkSpec.ST_failed:
-            verdict = Verdict(verdict.status, f"CVMFS check failed on a node (exit {EXIT_CVMFS}); {verdict.diagnosis}", ErrorCode.CVMFS)
+            verdict = Verdict(
+                verdict.status,
+                f"CVMFS check failed on a node (exit {EXIT_CVMFS}); {verdict.diagnosis}",
+                ErrorCode.CVMFS,
+            )
         verdict = self._with_pilot_summary(client, ws, verdict)
         self._final(ws, verdict, answers, i)
 
-    def _missing(self, ws: WorkSpec, i: int, answers: dict[int, Answer], record: JobRecord | None) -> None:
+    def _missing(
+        self, ws: WorkSpec, i: int, answers: dict[int, Answer], record: JobRecord | None
+    ) -> None:
         since = attr(ws, MISSING_SINCE)
         if not since:
             ws.set_work_attributes({MISSING_SINCE: now()})
             since = now()
         grace = self.edge_options.missingGraceSeconds
         if now() - float(since) > grace:
-            diag = f"batch job {ws.batchID} vanished: in neither queue nor accounting for {grace:.0f}s"
+            diag = (
+                f"batch job {ws.batchID} vanished: in neither queue nor accounting for {grace:.0f}s"
+            )
             self._final(ws, Verdict(WorkSpec.ST_failed, diag, ErrorCode.JOB_LOST), answers, i)
             return
         seen = f" (queue says {record.native_status})" if record else ""
-        answers[i] = (ws.status or WorkSpec.ST_submitted, f"batch job {ws.batchID} not in accounting yet{seen}")
+        answers[i] = (
+            ws.status or WorkSpec.ST_submitted,
+            f"batch job {ws.batchID} not in accounting yet{seen}",
+        )
 
     def _final(self, ws: WorkSpec, verdict: Verdict, answers: dict[int, Answer], i: int) -> None:
         if verdict.error_code is not None:
@@ -213,7 +264,9 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         if tag and "-w" in tag:
             BOOK.observe(tag.rsplit("-w", 1)[0] + "-w", tag, live)
 
-    def _with_pilot_summary(self, client: FacilityClient, ws: WorkSpec, verdict: Verdict) -> Verdict:
+    def _with_pilot_summary(
+        self, client: FacilityClient, ws: WorkSpec, verdict: Verdict
+    ) -> Verdict:
         """Fold the pilots' own summary into a final verdict (read once, kept in attributes:
         Harvester checks a final worker twice before applying the status)."""
         work_dir = attr(ws, WORK_DIR)
@@ -238,6 +291,10 @@ class EdgeMonitor(EdgePlugin, PluginBase):
             ws.set_work_attributes({PILOTS: pilots})
         code, diag = pilots.get("code"), str(pilots.get("diag") or "")
         if code is None and verdict.status != WorkSpec.ST_failed:
-            return Verdict(verdict.status, "; ".join(x for x in (verdict.diagnosis, diag) if x), verdict.error_code)
+            return Verdict(
+                verdict.status,
+                "; ".join(x for x in (verdict.diagnosis, diag) if x),
+                verdict.error_code,
+            )
         diagnosis = "; ".join(x for x in (diag, verdict.diagnosis) if x)
         return Verdict(verdict.status, diagnosis, code if code is not None else verdict.error_code)

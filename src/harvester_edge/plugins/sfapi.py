@@ -31,16 +31,27 @@ class SFAPIOptions(EdgeOptions):
         check(self.machine.isidentifier(), "machine", f"is not a machine name: {self.machine!r}")
         for key in ("apiUrl", "tokenUrl"):
             url = getattr(self, key)
-            check(url.startswith(("https://", "http://")), key, f"must be an http(s) URL, got {url!r}")
+            check(
+                url.startswith(("https://", "http://")), key, f"must be an http(s) URL, got {url!r}"
+            )
         check(bool(self.keyFile), "keyFile", "is required (path to the Iris client key file)")
 
 
 class SFAPIBinding(FacilityBinding):
     options_class = SFAPIOptions
+    options: SFAPIOptions
 
     def client_key(self) -> Hashable:
         o = self.options
-        return ("sfapi", o.apiUrl, o.tokenUrl, o.keyFile, o.machine, o.connectTimeout, o.readTimeout)
+        return (
+            "sfapi",
+            o.apiUrl,
+            o.tokenUrl,
+            o.keyFile,
+            o.machine,
+            o.connectTimeout,
+            o.readTimeout,
+        )
 
     def make_client(self) -> FacilityClient:
         return SFAPIClient(settings_from_config(self.options))

@@ -27,7 +27,7 @@ from ..edge.jobs import SubmitReceipt
 from ..errors import EdgeAPIError, EdgeAuthError, EdgeConfigError, EdgeNetworkError
 from ..facilities.base import FacilityClient, SubmitRequest
 from ..harvester import PluginBase, WorkSpec, harvester_id
-from .base import LOG, LOOKUP_SINCE, SUBMITTED_AT, TAG, TASK, WORK_DIR, EdgePlugin, attr, now
+from .base import LOG, LOOKUP_SINCE, SUBMITTED_AT, TAG, TASK, WORK_DIR, EdgePlugin, now
 
 Outcome = tuple[bool | None, str]
 
@@ -62,8 +62,12 @@ def check_worker_fields(ws: WorkSpec) -> None:
             raise EdgeConfigError(f"worker field '{name}' contains a control character")
     for name in _NUMERIC_FIELDS:
         value = getattr(ws, name, None)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise EdgeConfigError(f"worker field '{name}' must be a non-negative integer, got {value!r}")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise EdgeConfigError(
+                f"worker field '{name}' must be a non-negative integer, got {value!r}"
+            )
 
 
 class EdgeSubmitter(EdgePlugin, PluginBase):
@@ -91,7 +95,9 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
         client = self.edge_client()
         health = GATE.check(client, opts.healthCacheSeconds)
         if not health.available:
-            message = f"{client.service}: machine {health.state}: {health.message}; will retry".strip()
+            message = (
+                f"{client.service}: machine {health.state}: {health.message}; will retry".strip()
+            )
             log.info(message)
             results[:] = [(None, message)] * len(workers)
             return
@@ -106,7 +112,7 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
             return
         with ThreadPoolExecutor(max_workers=min(opts.submitConcurrency, len(todo))) as pool:
             outcomes = pool.map(lambda item: self._submit_one(client, item[1], item[2]), todo)
-            for (i, ws, _), outcome in zip(todo, outcomes):
+            for (i, ws, _), outcome in zip(todo, outcomes, strict=True):
                 results[i] = outcome
                 tmp = self.make_logger(LOG, token=f"workerID={ws.workerID}", method_name="submit")
                 tmp.info(f"{outcome[0]}: {outcome[1]}")
@@ -142,7 +148,7 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
                     BOOK.seed(prefix, [])
                 live = BOOK.count(prefix) or 0
             slots = max(0, cap - live)
-            for i, _, request in todo[slots:]:
+            for i, _, _ in todo[slots:]:
                 results[i] = (
                     None,
                     f"maxConcurrentAllocations={cap} reached ({live} live); will submit later",

@@ -37,13 +37,17 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
             self._kill(self.edge_client(), workspec_list, results)
         except Exception as exc:
             log.error(f"unexpected {type(exc).__name__}: {exc}")
-        return [results.get(i, (False, "could not kill; will retry")) for i in range(len(workspec_list))]
+        return [
+            results.get(i, (False, "could not kill; will retry")) for i in range(len(workspec_list))
+        ]
 
     def kill_worker(self, workspec: WorkSpec) -> Outcome:
         """Deprecated single-worker form, kept for old Harvester versions."""
         return self.kill_workers([workspec])[0]
 
-    def _kill(self, client: FacilityClient, workers: list[WorkSpec], results: dict[int, Outcome]) -> None:
+    def _kill(
+        self, client: FacilityClient, workers: list[WorkSpec], results: dict[int, Outcome]
+    ) -> None:
         job_of = self._job_ids(client, workers, results)
         if not job_of:
             return
@@ -60,7 +64,9 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
             else:
                 results[i] = (False, f"batch job {job_id} not confirmed ended yet; will retry")
 
-    def _job_ids(self, client: FacilityClient, workers: list[WorkSpec], results: dict[int, Outcome]) -> dict[int, str]:
+    def _job_ids(
+        self, client: FacilityClient, workers: list[WorkSpec], results: dict[int, Outcome]
+    ) -> dict[int, str]:
         """Map worker index -> its job id, resolving tasks and tags in bulk first."""
         job_of: dict[int, str] = {}
         unresolved: list[int] = []
@@ -74,7 +80,9 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
         handles = [attr(workers[i], TASK) for i in unresolved if attr(workers[i], TASK)]
         try:
             resolved = client.resolve(handles) if handles else {}
-            found = client.find_by_tags([attr(workers[i], TAG) for i in unresolved if attr(workers[i], TAG)])
+            found = client.find_by_tags(
+                [attr(workers[i], TAG) for i in unresolved if attr(workers[i], TAG)]
+            )
         except EdgeAPIError as exc:
             for i in unresolved:
                 results[i] = (False, f"could not resolve the job to kill: {exc}")
