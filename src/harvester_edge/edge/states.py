@@ -206,3 +206,17 @@ def judge(
         return Verdict(WorkSpec.ST_finished, "batch job was preempted (PREEMPTED)")
     code, cause = _FAILED_CAUSE[state]
     return Verdict(WorkSpec.ST_failed, f"{cause}{exit_text}{why}", code)
+
+
+# sbatch's words when a submit limit (QOS or association) refuses a job: not a failure of the
+# job, a "not now" -- Harvester should try again later.
+_SUBMIT_LIMIT = re.compile(
+    r"QOSMaxSubmitJob|AssocMaxSubmitJob|MaxSubmitJobs|QOSMax\w*Limit|AssocGrp\w*Limit"
+    r"|job submit limit|Job violates accounting/QOS policy",
+    re.IGNORECASE,
+)
+
+
+def is_submit_limit(message: str) -> bool:
+    """True when a submit refusal is a QOS/association submit limit (retry later)."""
+    return bool(_SUBMIT_LIMIT.search(message or ""))

@@ -21,7 +21,7 @@ from ..edge.allocations import BOOK
 from ..edge.health import GATE
 from ..edge.jobs import JobRecord, Resolution
 from ..edge.pilot_summary import EXIT_CVMFS, SUMMARY_FILE, PilotSummary, parse_summary
-from ..edge.states import ErrorCode, Verdict
+from ..edge.states import ErrorCode, Verdict, is_submit_limit
 from ..errors import EdgeAPIError
 from ..facilities.base import FacilityClient
 from ..harvester import PluginBase, WorkSpec
@@ -44,6 +44,12 @@ Answer = tuple[str | None, str]
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def could_not(idx: list[int], answers: dict[int, Answer], what: str) -> None:
+    """Mark these workers "could not check" (``None``): an API failure never fails a worker."""
+    for i in idx:
+        answers[i] = (None, f"could not {what}")
 
 
 def summary_error_code(summary: PilotSummary) -> int | None:
@@ -108,9 +114,7 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         try:
             resolved = client.resolve([attr(workers[i], TASK) for i in idx])
         except EdgeAPIError as exc:
-            for i in idx:
-                answers[i] = (None, f"could not read submit tasks: {exc}")
-            return
+            return could_not(idx, answers, f"read submit tasks: {exc}")
         for i in idx:
             ws = workers[i]
             res = resolved.get(attr(ws, TASK))
@@ -119,6 +123,10 @@ class EdgeMonitor(EdgePlugin, PluginBase):
             if res.state == Resolution.DONE and res.job_id:
                 ws.batchID = res.job_id
                 ws.set_work_attributes({TASK: None})
+            elif res.state == Resolution.ERROR and is_submit_limit(res.error):
+                # a QOS submit limit is "not now", not a failure: Harvester makes a new worker
+                self._observe(ws, live=False)
+                answers[i] = (WorkSpec.ST_missed, f"submit limit reached: {res.error}")
             elif res.state == Resolution.ERROR:
                 self._final(
                     ws,
@@ -144,9 +152,7 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         try:
             found = client.find_by_tags([attr(workers[i], TAG) for i in idx])
         except EdgeAPIError as exc:
-            for i in idx:
-                answers[i] = (None, f"could not look jobs up by tag: {exc}")
-            return
+            return could_not(idx, answers, f"look jobs up by tag: {exc}")
         duplicates: list[str] = []
         for i in idx:
             ws = workers[i]
@@ -191,9 +197,7 @@ class EdgeMonitor(EdgePlugin, PluginBase):
             to_account = [j for j in ids if j not in live or live[j].state.is_final]
             final = client.query(to_account, final=True) if to_account else {}
         except EdgeAPIError as exc:
-            for i in idx:
-                answers[i] = (None, f"could not check: {exc}")
-            return
+            return could_not(idx, answers, f"check: {exc}")
         for i in idx:
             ws = workers[i]
             job_id = str(ws.batchID)

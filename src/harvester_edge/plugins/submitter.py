@@ -24,6 +24,7 @@ from ..edge.allocations import BOOK
 from ..edge.batch import BatchConfig, WorkerInfo, render_batch_script
 from ..edge.health import GATE
 from ..edge.jobs import SubmitReceipt
+from ..edge.states import is_submit_limit
 from ..errors import EdgeAPIError, EdgeAuthError, EdgeConfigError, EdgeNetworkError
 from ..facilities.base import FacilityClient, SubmitRequest
 from ..harvester import PluginBase, WorkSpec, harvester_id
@@ -168,6 +169,8 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
             except EdgeAuthError as exc:
                 return None, f"credentials refused: {exc}; will retry after renewal"
             except EdgeAPIError as exc:
+                if not exc.transient and is_submit_limit(str(exc)):
+                    return None, f"submit limit reached, will submit later: {exc}"
                 if not exc.transient:
                     return False, f"submit refused by {client.service}: {exc}"
                 outcome = self._after_ambiguous(client, ws, request, exc)
