@@ -56,6 +56,14 @@ class Resolution:
     ERROR = "error"
 
 
+def oldest_first(records: list[JobRecord]) -> list[JobRecord]:
+    """Jobs found under one tag, the one to adopt first (lowest Slurm id); the rest are
+    duplicates.  Non-numeric ids (federated ``123+0``, array ``123_4``) sort by their text."""
+    return sorted(
+        records, key=lambda r: (0, int(r.job_id), "") if r.job_id.isdigit() else (1, 0, r.job_id)
+    )
+
+
 def record_from_row(
     row: dict[str, object], *, source: str, id_key: str = "jobid", name_key: str = "name"
 ) -> JobRecord:

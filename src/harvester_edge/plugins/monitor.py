@@ -19,7 +19,7 @@ from typing import Any
 
 from ..edge.allocations import BOOK
 from ..edge.health import GATE
-from ..edge.jobs import JobRecord, Resolution
+from ..edge.jobs import JobRecord, Resolution, oldest_first
 from ..edge.pilot_summary import EXIT_CVMFS, SUMMARY_FILE, PilotSummary, parse_summary
 from ..edge.states import ErrorCode, Verdict, is_submit_limit
 from ..errors import EdgeAPIError
@@ -156,10 +156,7 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         duplicates: list[str] = []
         for i in idx:
             ws = workers[i]
-            jobs = sorted(
-                found.get(attr(ws, TAG), []),
-                key=lambda r: int(r.job_id) if r.job_id.isdigit() else 0,
-            )
+            jobs = oldest_first(found.get(attr(ws, TAG), []))
             if jobs:
                 ws.batchID = jobs[0].job_id
                 ws.set_work_attributes({TASK: None, LOOKUP_SINCE: None})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,7 +24,7 @@ from ..edge import tags
 from ..edge.allocations import BOOK
 from ..edge.batch import BatchConfig, WorkerInfo, render_batch_script
 from ..edge.health import GATE
-from ..edge.jobs import SubmitReceipt
+from ..edge.jobs import SubmitReceipt, oldest_first
 from ..edge.states import is_submit_limit
 from ..errors import EdgeAPIError, EdgeAuthError, EdgeConfigError, EdgeNetworkError
 from ..facilities.base import FacilityClient, SubmitRequest
@@ -178,7 +179,7 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
                     return outcome
                 if attempt >= opts.retryAttempts:
                     return None, f"submit failed {attempt} times, last: {exc}; will retry"
-                threading.Event().wait(min(opts.retryBackoff * 2 ** (attempt - 1), 10.0))
+                time.sleep(min(opts.retryBackoff * 2 ** (attempt - 1), 10.0))
                 continue
             return True, self._record(ws, receipt)
 
@@ -195,7 +196,7 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
                 return True, f"submit outcome unknown ({exc}); job will be looked up by tag"
             return None, f"submit failed ({exc}) and lookup failed ({lookup_error}); will retry"
         if found:
-            job = min(found, key=lambda r: int(r.job_id) if r.job_id.isdigit() else 0)
+            job = oldest_first(found)[0]
             return True, self._record(ws, SubmitReceipt(job_id=job.job_id)) + " (adopted by tag)"
         if maybe_sent:
             # the request may still create the job (or a task that will): never resubmit

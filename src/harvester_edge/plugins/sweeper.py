@@ -13,7 +13,7 @@ import shutil
 import time
 from typing import Any
 
-from ..edge.jobs import Resolution
+from ..edge.jobs import Resolution, oldest_first
 from ..errors import EdgeAPIError
 from ..facilities.base import FacilityClient
 from ..harvester import BaseSweeper, WorkSpec
@@ -94,7 +94,7 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
             if res is not None and res.state == Resolution.DONE and res.job_id:
                 job_of[i] = res.job_id
             elif jobs:
-                job_of[i] = sorted(jobs, key=lambda r: r.job_id)[0].job_id
+                job_of[i] = oldest_first(jobs)[0].job_id
             elif res is not None and res.state == Resolution.PENDING:
                 results[i] = (False, "submit task still pending; will kill once it has a job")
             else:
