@@ -27,14 +27,14 @@ alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 install_packages() {
   local missing=()
-  for b in munged slurmctld slurmd slurmdbd sbatch mariadbd; do
+  for b in munged slurmctld slurmd slurmdbd sbatch mariadbd pgrep hostname; do
     command -v "$b" >/dev/null 2>&1 || [ -x "/usr/sbin/$b" ] || missing+=("$b")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Slurm, munge and MariaDB (missing: ${missing[*]})"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq munge slurmctld slurmd slurm-client slurmdbd mariadb-server >/dev/null
+  apt-get install -y -qq munge slurmctld slurmd slurm-client slurmdbd mariadb-server procps hostname >/dev/null
 }
 
 node_names() { local i; for i in $(seq 1 "$NODES"); do printf 'nid%03d\n' "$i"; done; }
