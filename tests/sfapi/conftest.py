@@ -171,7 +171,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 def calm_site(site: Site) -> Iterator[None]:
     """Every test starts with a healthy site and fresh shared clients."""
     site.gateway.knobs.update(
-        latency=0, task_delay=0, error_rate=0, post_timeout=0, hang=False, machine_status="active"
+        latency=0,
+        task_delay=0,
+        error_rate=0,
+        post_timeout=0,
+        hang=False,
+        machine_status="active",
+        maintenance=False,
     )
     forget_clients()
     GATE.forget()

@@ -216,3 +216,19 @@ def test_token_is_cached_across_plugin_instances(site: Site) -> None:
         cycle(fresh_monitor, [ws])
     assert site.gateway.counters.get("token", 0) == 0
     assert WorkSpec  # imported for type use
+
+
+def test_planned_maintenance_window_gates_like_an_outage(site: Site) -> None:
+    submitter, monitor, _ = site.plugins()
+    tracked = site.worker("sleep 1")
+    tracked.batchID = "1"
+    site.gateway.knobs.update(maintenance=True)  # status still reads "active"
+    try:
+        time.sleep(0.3)
+        ok, message = submitter.submit_workers([site.worker()])[0]
+        assert ok is None and "planned outage" in message
+        assert monitor.check_workers([tracked])[1][0][0] is None
+    finally:
+        site.gateway.knobs.update(maintenance=False)
+    time.sleep(0.3)
+    assert submitter.submit_workers([site.worker("sleep 1")])[0][0] is True

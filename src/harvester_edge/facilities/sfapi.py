@@ -16,12 +16,14 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import httpx
 import sfapi_client
 from authlib.integrations.httpx_client import OAuth2Client
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from sfapi_client._models import Outage
 
 from ..edge.jobs import JobRecord, Resolution, SubmitReceipt, record_from_row
 from ..edge.retry import RetryPolicy, Timeouts
@@ -170,7 +172,33 @@ class SFAPIClient(FacilityClient):
         state = str(answer["status"])
         notes = "; ".join(str(n) for n in (answer.get("notes") or []))
         message = " ".join(x for x in (str(answer.get("description") or ""), notes) if x)
-        return Health(state not in _UNAVAILABLE, state, message)
+        if state in _UNAVAILABLE:
+            return Health(False, state, message)
+        outage = self._current_outage()
+        if outage is not None:
+            return Health(False, "maintenance", outage)
+        return Health(True, state, message)
+
+    def _current_outage(self) -> str | None:
+        """A planned outage under way now, as text; None when none (or it cannot be read:
+        the machine's own status, read just before, is the authority then)."""
+        try:
+            answer = self.transport.request(
+                "GET", f"status/outages/planned/{self.settings.machine}", authenticated=False
+            )
+            outages = [Outage.model_validate(o) for o in answer or []]
+        except (EdgeAPIError, ValueError, TypeError):
+            return None
+        now = datetime.now(timezone.utc)
+        for o in outages:
+            if o.status is not None and o.status.value in ("Cancelled", "Completed"):
+                continue
+            start = o.start_at if o.start_at and o.start_at.tzinfo else None
+            end = o.end_at if o.end_at and o.end_at.tzinfo else None
+            if (start is None or start <= now) and (end is None or now < end) and (start or end):
+                until = f" until {end:%Y-%m-%d %H:%M} UTC" if end else ""
+                return f"planned outage{until}: {o.description or o.name}"
+        return None
 
     def submit(self, request: SubmitRequest) -> SubmitReceipt:
         answer = self.transport.request(

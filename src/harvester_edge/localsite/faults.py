@@ -58,7 +58,7 @@ def _coerce(name: str, value: Any) -> Any:
         if not 0.0 <= rate <= 1.0:
             raise ValueError("error_rate must be between 0 and 1")
         return rate
-    if name in ("hang", "error_on_token"):
+    if name in ("hang", "error_on_token", "maintenance"):
         return _boolean(name, value)
     if name in ("error_paths", "status_notes"):
         return _string_list(name, value)
@@ -96,6 +96,8 @@ class Knobs:
     :ivar machine_status: ``active`` | ``degraded`` | ``unavailable`` | ``other``.
     :ivar status_description: description in status answers (default derived from status).
     :ivar status_notes: notes in status answers.
+    :ivar maintenance: a planned outage of the machine is under way now (listed by
+        ``/status/outages/planned``) while its status may still read ``active``.
     :ivar token_lifetime: seconds an issued access token is valid.
     :ivar expired_token_status: HTTP status for a missing/bad/expired token (NERSC: 403).
     """
@@ -111,6 +113,7 @@ class Knobs:
     machine_status: str = "active"
     status_description: str | None = None
     status_notes: list[str] = field(default_factory=list)
+    maintenance: bool = False
     token_lifetime: float = 600.0
     expired_token_status: int = 403
     _cond: threading.Condition = field(init=False, repr=False, compare=False)

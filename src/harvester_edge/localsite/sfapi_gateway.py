@@ -335,8 +335,21 @@ class SFAPIGateway:
         return 200, self._status_doc()
 
     def _outages(self, call: _Call) -> Response:
-        # One resource: a flat list; all resources: a list per resource (none here).
-        return 200, []
+        # One resource: a flat list; all resources: a list per resource.
+        if not self.knobs.maintenance or "/planned" not in call.request.path:
+            return 200, []
+        now = time.time()
+        outage = {
+            "name": self.machine,
+            "start_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now - 60)),
+            "end_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now + 3600)),
+            "description": "scheduled maintenance",
+            "notes": None,
+            "status": "Active",
+            "swo": None,
+            "update_at": None,
+        }
+        return 200, [outage] if call.params.get("name") else [[outage]]
 
     def _account(self, call: _Call) -> Response:
         uid = os.getuid()
