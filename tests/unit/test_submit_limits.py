@@ -57,14 +57,22 @@ def worker(wid: int) -> WorkSpec:
     return ws
 
 
-@respx.mock
-def test_qos_limit_in_a_submit_task_makes_the_worker_missed_not_failed(conf):
+def healthy_site() -> None:
+    """Token endpoint and an active machine, as every SFAPI call first needs."""
     respx.post(TOKEN).mock(
         return_value=httpx.Response(200, json={"access_token": "t", "expires_in": 600})
     )
     respx.get(f"{API}/status/perlmutter").mock(
         return_value=httpx.Response(200, json={"name": "perlmutter", "status": "active"})
     )
+    respx.get(f"{API}/status/outages/planned/perlmutter").mock(
+        return_value=httpx.Response(200, json=[])
+    )
+
+
+@respx.mock
+def test_qos_limit_in_a_submit_task_makes_the_worker_missed_not_failed(conf):
+    healthy_site()
     respx.post(f"{API}/compute/jobs/perlmutter").mock(
         return_value=httpx.Response(200, json={"task_id": "77", "status": "OK", "error": None})
     )
@@ -80,12 +88,7 @@ def test_qos_limit_in_a_submit_task_makes_the_worker_missed_not_failed(conf):
 
 @respx.mock
 def test_qos_limit_refusing_the_post_is_none(conf):
-    respx.post(TOKEN).mock(
-        return_value=httpx.Response(200, json={"access_token": "t", "expires_in": 600})
-    )
-    respx.get(f"{API}/status/perlmutter").mock(
-        return_value=httpx.Response(200, json={"name": "perlmutter", "status": "active"})
-    )
+    healthy_site()
     respx.post(f"{API}/compute/jobs/perlmutter").mock(
         return_value=httpx.Response(
             200, json={"task_id": None, "status": "ERROR", "error": QOS_ERROR}
