@@ -27,14 +27,16 @@ def check(cond: bool, key: str, message: str) -> None:
         raise EdgeConfigError(f"config key '{key}' {message}")
 
 
-def _convert(key: str, value: Any, kind: Any) -> Any:
+def convert(key: str, value: Any, kind: Any) -> Any:
+    """Convert one config value to ``kind`` (bool, int, float, str, list[...], dict, Optional);
+    the one set of rules every harvester-edge option follows.  Raises EdgeConfigError."""
     origin = typing.get_origin(kind)
     args = typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(key, value, inner[0])
+        return convert(key, value, inner[0])
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -63,7 +65,7 @@ def _convert(key: str, value: Any, kind: Any) -> Any:
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise EdgeConfigError(f"config key '{key}' must be a list, got {value!r}")
         item = args[0] if args else Any
-        return tuple(_convert(f"{key}[{i}]", v, item) for i, v in enumerate(value))
+        return tuple(convert(f"{key}[{i}]", v, item) for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, Mapping):
             raise EdgeConfigError(f"config key '{key}' must be an object, got {value!r}")
@@ -81,7 +83,7 @@ def parse_config(cls: type[T], kwargs: Mapping[str, Any], owner: str) -> T:
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in kwargs and kwargs[f.name] is not None:
-            values[f.name] = _convert(f.name, kwargs[f.name], hints[f.name])
+            values[f.name] = convert(f.name, kwargs[f.name], hints[f.name])
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise EdgeConfigError(f"{owner}: required config key '{f.name}' is missing")
     try:

@@ -189,7 +189,7 @@ def test_extra_directives_override_and_generic_asks_for_cpus(tmp_path: Path) -> 
         ({"pilotType": "P R"}, "pilotType"),
         ({"remoteWorkDir": "relative/dir"}, "remoteWorkDir"),
         ({"gpuVisibleVar": "LD_PRELOAD"}, "gpuVisibleVar"),
-        ({"bindCores": "yes"}, "bindCores"),
+        ({"bindCores": "perhaps"}, "bindCores"),
         ({"tokenName": 5}, "tokenName"),
     ],
 )

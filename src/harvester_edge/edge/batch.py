@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
 
+from ..config import convert
 from ..errors import EdgeConfigError
 from .pilot_summary import (
     EXIT_CODES,
@@ -121,44 +122,40 @@ class _Reader:
     def _fail(self, key: str, message: str) -> EdgeConfigError:
         return EdgeConfigError(f"{key}: {message} (got {self.cfg.get(key)!r})")
 
-    def text(self, key: str, default: str | None = None) -> str | None:
+    def _typed(self, key: str, kind: Any, what: str) -> Any:
+        """The value converted by the package-wide rules (config.convert), or None if unset."""
         value = self.cfg.get(key)
         if value is None:
+            return None
+        try:
+            return convert(key, value, kind)
+        except EdgeConfigError:
+            raise self._fail(key, f"must be {what}") from None
+
+    def text(self, key: str, default: str | None = None) -> str | None:
+        value = self._typed(key, str, "a string")
+        if value is None:
             return default
-        if not isinstance(value, str):
-            raise self._fail(key, "must be a string")
         if _CONTROL.search(value):
             raise self._fail(key, "must not contain control characters")
         return value
 
     def integer(self, key: str, default: int | None, minimum: int = 0) -> int | None:
-        value = self.cfg.get(key)
+        value = self._typed(key, int, "an integer")
         if value is None:
             return default
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self._fail(key, "must be an integer")
         if value < minimum:
             raise self._fail(key, f"must be >= {minimum}")
         return value
 
     def flag(self, key: str, default: bool) -> bool:
-        value = self.cfg.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise self._fail(key, "must be true or false")
+        value = self._typed(key, bool, "true or false")
+        return default if value is None else bool(value)
 
     def strings(self, key: str, default: Iterable[str]) -> tuple[str, ...]:
-        value = self.cfg.get(key)
+        value = self._typed(key, list[str], "a list of strings")
         if value is None:
             return tuple(default)
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise self._fail(key, "must be a list of strings")
         if any(_CONTROL.search(v) for v in value):
             raise self._fail(key, "items must not contain control characters")
         return tuple(value)
