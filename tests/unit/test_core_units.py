@@ -8,6 +8,7 @@ from harvester_edge.edge.allocations import AllocationBook
 from harvester_edge.edge.render import TemplateValueError, render, shell_word
 from harvester_edge.edge.retry import RetryPolicy, call_with_retry, is_retryable, parse_retry_after
 from harvester_edge.edge.tags import job_tag, queue_prefix, worker_id_of
+from harvester_edge.edge.tags import prefix_of as tags_prefix_of
 from harvester_edge.errors import EdgeAPIError, EdgeConfigError, EdgeNetworkError
 from harvester_edge.harvester import WorkSpec
 from harvester_edge.plugins.options import EdgeOptions
@@ -164,3 +165,11 @@ def test_allocation_book_is_thread_safe():
         t.join()
     book.seed("p", [])
     assert book.count("p") == 800
+
+
+def test_prefix_of_a_tag_is_its_queue_prefix():
+    tag = job_tag("my harvester", "NERSC Perlmutter GPU queue long name", 7)
+    assert tags_prefix_of(tag) == queue_prefix(
+        "my harvester", "NERSC Perlmutter GPU queue long name"
+    )
+    assert tags_prefix_of("allocation") is None

@@ -33,7 +33,7 @@ from .pilot_summary import (
     SUMMARY_FILE,
 )
 from .profiles import CONTAINER_RUNTIMES, CVMFS_FALLBACKS, GPU_VISIBLE_VARS, Profile, get_profile
-from .render import render, shell_word
+from .render import CONTROL_CHARS, render, shell_word
 
 __all__ = [
     "BATCH_TEMPLATE",
@@ -66,7 +66,6 @@ DEFAULT_PILOT_ARGS = (
 # Worker pilot types that imply a wrapper type and a job label (as Harvester's own submitters do).
 _PILOT_TYPES = {"PT": ("PR", "ptest"), "RC": ("RC", "rc_test2"), "ALRB": ("ALRB", "rc_alrb")}
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DIRECTIVE_VALUE = re.compile(r"[A-Za-z0-9_./:@%+=,~^&|*!()\[\]-]+\Z")
 _DIRECTIVE = re.compile(r"--([a-z][a-z0-9-]*)(?:=(.+))?\Z")
 _RESERVED_DIRECTIVES = frozenset({"nodes", "job-name", "ntasks", "ntasks-per-node"})
@@ -87,7 +86,7 @@ def shell_path(name: str, value: str) -> str:
     single quotes would prevent; every other ``$``, backtick, quote or backslash is escaped, so
     ``$(...)`` stays literal.
     """
-    if _CONTROL.search(value):
+    if CONTROL_CHARS.search(value):
         raise EdgeConfigError(f"{name}: contains a control character")
     parts, pos = ['"'], 0
     for match in _ENV_REF.finditer(value):
@@ -136,7 +135,7 @@ class _Reader:
         value = self._typed(key, str, "a string")
         if value is None:
             return default
-        if _CONTROL.search(value):
+        if CONTROL_CHARS.search(value):
             raise self._fail(key, "must not contain control characters")
         return value
 
@@ -156,7 +155,7 @@ class _Reader:
         value = self._typed(key, list[str], "a list of strings")
         if value is None:
             return tuple(default)
-        if any(_CONTROL.search(v) for v in value):
+        if any(CONTROL_CHARS.search(v) for v in value):
             raise self._fail(key, "items must not contain control characters")
         return tuple(value)
 

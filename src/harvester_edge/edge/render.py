@@ -20,7 +20,7 @@ from ..errors import EdgeConfigError
 
 # Characters that never need quoting in a shell word or an #SBATCH directive.
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9_./:@%+=,~^-]*\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _FIELD = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)(?:!(raw))?\}")
 
 
@@ -34,7 +34,7 @@ def shell_word(name: str, value: object) -> str:
     ``name`` is only used to say which placeholder or field was refused.
     """
     text = "" if value is None else str(value)
-    if _CONTROL.search(text):
+    if CONTROL_CHARS.search(text):
         raise TemplateValueError(f"value for '{name}' contains a control character (newline?)")
     if _SAFE_VALUE.match(text) and text:
         return text

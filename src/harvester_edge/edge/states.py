@@ -189,12 +189,6 @@ def judge(
             ErrorCode.NONZERO_EXIT,
         )
     if state is SlurmState.COMPLETED:
-        if exit_code:
-            return Verdict(
-                WorkSpec.ST_failed,
-                f"batch job completed with non-zero exit code {exit_code}",
-                ErrorCode.NONZERO_EXIT,
-            )
         return Verdict(WorkSpec.ST_finished)
     if state is SlurmState.CANCELLED:
         by = state_text.split(" by ", 1)[1].strip() if " by " in state_text else ""

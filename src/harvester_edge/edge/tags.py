@@ -48,6 +48,12 @@ def job_tag(harvester_id: str, queue: str, worker_id: int | str) -> str:
     return f"{queue_prefix(harvester_id, queue)}{wid}"
 
 
+def prefix_of(tag: str) -> str | None:
+    """The queue prefix of one of our tags (see ``queue_prefix``), None for other names."""
+    m = _TAG.match(tag or "")
+    return f"{PREFIX}-{m.group('harvester')}-{m.group('queue')}-w" if m else None
+
+
 def worker_id_of(tag: str) -> int | None:
     """The worker id in a tag of ours, or None for any other job name."""
     m = _TAG.match(tag or "")

@@ -343,6 +343,10 @@ class SFAPIClient(FacilityClient):
         return records
 
 
+# SFAPI task states before a result exists
+_TASK_UNFINISHED = frozenset({"new", "running", "pending", ""})
+
+
 def _task_result(task: dict[str, Any]) -> dict[str, Any]:
     raw = task.get("result")
     try:
@@ -355,7 +359,7 @@ def _task_result(task: dict[str, Any]) -> dict[str, Any]:
 def task_error(task: dict[str, Any]) -> str | None:
     """The error of a finished task (e.g. scancel refused), None if fine or still running."""
     status = str(task.get("status") or "").lower()
-    if status in ("new", "running", "pending", ""):
+    if status in _TASK_UNFINISHED:
         return None
     result = _task_result(task)
     if status == "completed" and str(result.get("status", "ok")).lower() == "ok":
@@ -366,7 +370,7 @@ def task_error(task: dict[str, Any]) -> str | None:
 def parse_submit_task(task: dict[str, Any]) -> Resolution:
     """Read an SFAPI task created by a job submit: pending, the job id, or sbatch's error."""
     status = str(task.get("status") or "").lower()
-    if status in ("new", "running", "pending", ""):
+    if status in _TASK_UNFINISHED:
         return Resolution(Resolution.PENDING)
     result = _task_result(task)
     if status == "completed" and str(result.get("status", "")).lower() == "ok":

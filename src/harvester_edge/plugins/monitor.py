@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..edge import tags
 from ..edge.allocations import BOOK
 from ..edge.health import GATE
 from ..edge.jobs import JobRecord, Resolution, oldest_first
@@ -262,8 +263,9 @@ class EdgeMonitor(EdgePlugin, PluginBase):
 
     def _observe(self, ws: WorkSpec, live: bool) -> None:
         tag = attr(ws, TAG)
-        if tag and "-w" in tag:
-            BOOK.observe(tag.rsplit("-w", 1)[0] + "-w", tag, live)
+        prefix = tags.prefix_of(tag) if tag else None
+        if prefix:
+            BOOK.observe(prefix, tag, live)
 
     def _with_pilot_summary(
         self, client: FacilityClient, ws: WorkSpec, verdict: Verdict

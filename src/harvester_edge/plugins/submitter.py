@@ -25,6 +25,7 @@ from ..edge.allocations import BOOK
 from ..edge.batch import BatchConfig, WorkerInfo, render_batch_script
 from ..edge.health import GATE
 from ..edge.jobs import SubmitReceipt, oldest_first
+from ..edge.render import CONTROL_CHARS
 from ..edge.states import is_submit_limit
 from ..errors import EdgeAPIError, EdgeAuthError, EdgeConfigError, EdgeNetworkError
 from ..facilities.base import FacilityClient, SubmitRequest
@@ -60,7 +61,7 @@ def check_worker_fields(ws: WorkSpec) -> None:
     """Refuse worker fields that cannot go into a batch script, naming the field."""
     for name in _WORKER_TEXT_FIELDS:
         value = getattr(ws, name, None)
-        if value is not None and re.search(r"[\x00-\x1f\x7f]", str(value)):
+        if value is not None and CONTROL_CHARS.search(str(value)):
             raise EdgeConfigError(f"worker field '{name}' contains a control character")
     for name in _NUMERIC_FIELDS:
         value = getattr(ws, name, None)
@@ -140,7 +141,7 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
         cap = self.edge_options.maxConcurrentAllocations
         if cap <= 0 or not todo:
             return todo
-        prefix = todo[0][2].tag.rsplit("-w", 1)[0] + "-w"
+        prefix = tags.prefix_of(todo[0][2].tag) or ""
         with _CAP_LOCK:  # submitter threads of one queue take slots one after another
             live = BOOK.count(prefix)
             if live is None:
