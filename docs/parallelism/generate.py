@@ -21,12 +21,18 @@ PAGES = ("index.md", "level-1.md", "level-2.md", "level-3.md")
 NOW = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
 HARVESTER_ID = "CERN_central_A"
 
-PERLMUTTER = {"profile": "perlmutter-gpu", "account": "m1234_g", "pilotsPerNode": 4}
+# Remote dirs are absolute (the facilities' file utilities do not expand ${SCRATCH}).
+PERLMUTTER = {
+    "profile": "perlmutter-gpu",
+    "account": "m1234_g",
+    "pilotsPerNode": 4,
+    "remoteWorkDir": "/pscratch/sd/h/harvester/edge",
+}
 FRONTIER = {
     "profile": "frontier-gpu",
     "account": "abc123",
     "pilotsPerNode": 8,
-    "remoteWorkDir": "/lustre/orion/abc123/scratch/${USER}/harvester-edge",
+    "remoteWorkDir": "/lustre/orion/abc123/scratch/harvester/edge",
     "cvmfsexecPath": "/lustre/orion/abc123/proj-shared/cvmfsexec/cvmfsexec",
 }
 

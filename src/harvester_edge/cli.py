@@ -2,66 +2,441 @@
 
 harvester-edge demo            full local demo: real Slurm + loopback SFAPI, no account
 harvester-edge cluster start   the local multi-node Slurm test cluster (root)
-harvester-edge gateway ...     run a loopback SFAPI gateway
-harvester-edge check-config F  build every harvester-edge plugin of a queue config (no I/O)
+harvester-edge gateway ...     run a loopback SFAPI gateway (its options: gateway --help)
+harvester-edge check-config F  load a queue config like Harvester, build our plugins (no I/O)
 harvester-edge render F QUEUE  print the batch script a queue would submit
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import importlib
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ._quiet import quiet_imports
+from .config import redact
 from .errors import EdgeConfigError
 
-PLUGIN_SECTIONS = ("submitter", "monitor", "sweeper", "credmanagers")
+# What stock Harvester's QueueConfigMapper (harvestercore/queue_config_mapper.py) knows.
+#: sections without which the queue is dropped ("Missing mandatory attributes")
+MANDATORY_SECTIONS = (
+    "messenger", "monitor", "preparator", "stager", "submitter", "sweeper", "workerMaker",
+)  # fmt: skip
+#: sections agents pass to PluginFactory (updatable_plugin_attrs without "common")
+PLUGIN_SECTIONS = (*MANDATORY_SECTIONS, "throttler", "zipper", "aux_preparator", "extractor")
+#: queue limits; stock silently replaces a non-integer by None (maxWorkers by 0)
+QUEUE_LIMITS = (
+    "maxWorkers", "maxNewWorkersPerCycle",
+    "nQueueLimitWorker", "nQueueLimitWorkerMax", "nQueueLimitWorkerRatio", "nQueueLimitWorkerMin",
+    "nQueueLimitWorkerCores", "nQueueLimitWorkerCoresRatio", "nQueueLimitWorkerCoresMin",
+    "nQueueLimitWorkerMemory", "nQueueLimitWorkerMemoryRatio", "nQueueLimitWorkerMemoryMin",
+    "nQueueLimitJob", "nQueueLimitJobMax", "nQueueLimitJobRatio", "nQueueLimitJobMin",
+    "nQueueLimitJobCores", "nQueueLimitJobCoresRatio", "nQueueLimitJobCoresMin",
+)  # fmt: skip
+MAP_TYPES = ("NoJob", "OneToOne", "ManyToOne", "OneToMany")
+DROPPED = "Harvester drops the queue"
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_PLACEHOLDER = re.compile(r"\$\{([a-zA-Z\d_.]+)\}")
 
 
-def plugin_sections(queue_name: str, queue: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """harvester-edge plugin sections of a queue, with ``common`` merged in as Harvester does."""
+# ------------------------------------------------------------ loading like Harvester
+def is_template(name: str, queue: Mapping[str, Any]) -> bool:
+    """Stock rule: ``isTemplateQueue: true`` or a name ending in ``_TEMPLATE``."""
+    return queue.get("isTemplateQueue") is True or name.endswith("_TEMPLATE")
+
+
+def merged_queue(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A queue's dict after its template: the template's sections deep-copied, then the
+    queue's keys, plugin sections updated key by key (stock ``updatable_plugin_attrs``)."""
+    raw = config[name]
+    queue: dict[str, Any] = {}
+    template = config.get(raw.get("templateQueueName"))
+    if isinstance(template, dict):
+        queue.update(copy.deepcopy(template))
+        queue.pop("templateQueueName", None)
+    for key, value in raw.items():
+        value = copy.deepcopy(value)
+        if (
+            key in ("common", *PLUGIN_SECTIONS)
+            and isinstance(queue.get(key), dict)
+            and isinstance(value, dict)
+        ):
+            queue[key].update(value)
+        else:
+            queue[key] = value
+    queue.pop("isTemplateQueue", None)
+    return queue
+
+
+def is_plugin_section(value: Any) -> bool:
+    """What Harvester treats as a plugin section: a dict with ``module`` and ``name``."""
+    return isinstance(value, dict) and "module" in value and "name" in value
+
+
+def plugin_sections(queue_name: str, queue: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every plugin section of a (merged) queue as Harvester passes it to PluginFactory:
+    ``common`` keys the section lacks copied in, then ``siteName``/``queueName``."""
+    common = queue.get("common")
+    common = common if isinstance(common, dict) else {}
     found = []
-    for section in PLUGIN_SECTIONS:
-        entries = queue.get(section)
-        for entry in entries if isinstance(entries, list) else [entries]:
-            if isinstance(entry, dict) and str(entry.get("module", "")).startswith(
-                "harvester_edge."
-            ):
-                conf = dict(entry)
-                for key, value in queue.get("common", {}).items():
-                    conf.setdefault(key, value)
-                conf.setdefault("siteName", queue_name)
-                conf.setdefault("queueName", queue_name)
-                found.append((section, conf))
+    for section, entry in queue.items():
+        if not is_plugin_section(entry):
+            continue
+        conf = dict(entry)
+        for key, value in common.items():
+            if key not in conf and key not in ("module", "name"):
+                conf[key] = copy.deepcopy(value)
+        conf.setdefault("siteName", queue_name.split("/")[0])
+        conf.setdefault("queueName", queue_name)
+        found.append((section, conf))
     return found
 
 
-def build_plugin(conf: dict[str, Any]) -> Any:
-    """What Harvester's PluginFactory does: import ``module``, get ``name``, call it."""
-    module = __import__(conf["module"], fromlist=[conf["name"]])
+def credmanager_conf(
+    queue_name: str, queue: Mapping[str, Any], entry: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A per-queue ``credmanagers`` entry as the credmanager agent builds it: no ``common``
+    merge, but ``${harvesterID}``, ``${queueName}``, ``${common.KEY}`` expanded and
+    ``setup_name``/``queueName`` set.  Raises EdgeConfigError where stock would fail."""
+    from .harvester import harvester_id
+
+    common = queue.get("common")
+    common = common if isinstance(common, dict) else {}
+    conf: dict[str, Any] = {"setup_name": queue_name, "queueName": queue_name}
+    for key, value in entry.items():
+        if isinstance(value, str) and "$" in value:
+            for name in _PLACEHOLDER.findall(value):
+                if name == "harvesterID":
+                    sub: Any = harvester_id()
+                elif name == "queueName":
+                    sub = queue_name
+                elif name.startswith("common.") and name[7:] in common:
+                    sub = common[name[7:]]
+                else:
+                    continue
+                if not isinstance(sub, str):
+                    raise EdgeConfigError(
+                        f"config key '{key}' uses ${{{name}}}, which is not a string "
+                        "(the credmanager agent fails on it)"
+                    )
+                value = value.replace("${" + name + "}", sub)
+        conf[key] = value
+    return conf
+
+
+def build_plugin(conf: Mapping[str, Any]) -> Any:
+    """What Harvester's PluginFactory does: import ``module``, get ``name``, call it with
+    every other key (``dbInterface`` added when the section does not set it)."""
+    with quiet_imports():
+        module = importlib.import_module(conf["module"])
     cls = getattr(module, conf["name"])
-    return cls(**{k: v for k, v in conf.items() if k not in ("module", "name")})
+    kwargs = {k: v for k, v in conf.items() if k not in ("module", "name")}
+    kwargs.setdefault("dbInterface", None)
+    return cls(**kwargs)
+
+
+# ------------------------------------------------------------ check-config
+class NetworkAttempt(Exception):
+    """A plugin constructor tried to open a connection or resolve a name."""
+
+
+@contextlib.contextmanager
+def no_network() -> Iterator[None]:
+    """Fail any connect or name lookup in this block (constructors must do no I/O)."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise NetworkAttempt("the constructor opened a network connection or looked up a host")
+
+    saved = (socket.socket.connect, socket.create_connection, socket.getaddrinfo)
+    socket.socket.connect = refuse  # type: ignore[method-assign]
+    socket.create_connection = refuse
+    socket.getaddrinfo = refuse
+    try:
+        yield
+    finally:
+        socket.socket.connect, socket.create_connection, socket.getaddrinfo = saved  # type: ignore[method-assign]
+
+
+def error_key(message: str, conf: Mapping[str, Any]) -> str | None:
+    """The config key an EdgeConfigError message names, when it names one."""
+    match = re.search(r"config key '([^']+)'", message)
+    if match:
+        return match.group(1)
+    for match in re.finditer(r"(?:^|: )([A-Za-z_]\w*)(?:\[\d+\])?: ", message):
+        if match.group(1) in conf:
+            return match.group(1)
+    return None
+
+
+def _have_pandaharvester() -> bool:
+    try:
+        importlib.import_module("pandaharvester")
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass
+class Checker:
+    """Collects ``ok`` and ``ERROR`` lines; secret-looking values never reach them."""
+
+    lines: list[str] = field(default_factory=list)
+    problems: int = 0
+    #: "queue.section" with a problem: no "ok" line for them
+    bad: set[str] = field(default_factory=set)
+    stock_importable: bool = field(default_factory=_have_pandaharvester)
+
+    def ok(self, where: str, message: str) -> None:
+        if where not in self.bad:
+            self.lines.append(f"ok     {where}: {message}")
+
+    def error(
+        self, queue: str, section: str | None, key: str | None, message: str, conf: Any = None
+    ) -> None:
+        where = ".".join(p for p in (queue, section, key) if p)
+        self.bad.add(".".join(p for p in (queue, section) if p))
+        if isinstance(conf, Mapping):
+            message = redact(message, conf)
+        self.lines.append(f"ERROR  {where}: {message}")
+        self.problems += 1
+
+    # -- the file
+    def check_file(self, path: str) -> None:
+        try:
+            config = json.loads(Path(path).read_text())
+        except OSError as exc:
+            self.error(path, None, None, f"cannot read ({exc.strerror})")
+            return
+        except json.JSONDecodeError as exc:
+            self.error(path, None, None, f"invalid JSON: {exc}")
+            return
+        if not isinstance(config, dict):
+            self.error(path, None, None, "must be a JSON object of queues")
+            return
+        used: dict[str, list[str]] = {}
+        for name, raw in config.items():
+            if not isinstance(raw, dict):
+                self.error(name, None, None, "must be a JSON object (Harvester cannot load it)")
+                continue
+            if is_template(name, raw):
+                continue
+            template = raw.get("templateQueueName")
+            if template is not None:
+                if not isinstance(config.get(template), dict) or not is_template(
+                    template, config[template]
+                ):
+                    self.error(
+                        name,
+                        "templateQueueName",
+                        None,
+                        f"no template queue {template!r} in this file (Harvester skips the queue)",
+                    )
+                    continue
+                used.setdefault(template, []).append(name)
+            self.check_queue(name, merged_queue(config, name))
+        for name, raw in config.items():
+            if isinstance(raw, dict) and is_template(name, raw):
+                users = used.get(name)
+                self.lines.append(
+                    f"ok     {name}: template, checked through {', '.join(users)}"
+                    if users
+                    else f"note   {name}: template not used by any queue here (not checked)"
+                )
+
+    # -- one queue, after its template
+    def check_queue(self, name: str, queue: dict[str, Any]) -> None:
+        common = queue.get("common")
+        if common is not None and not isinstance(common, dict):
+            self.error(name, "common", None, "must be an object (Harvester ignores it)")
+        self.check_queue_values(name, queue)
+        sections = dict(plugin_sections(name, queue))
+        for section in MANDATORY_SECTIONS:
+            if section not in queue:
+                self.error(name, section, None, f"mandatory section missing; {DROPPED}")
+        for key, value in queue.items():
+            if key in sections:
+                continue
+            if key in PLUGIN_SECTIONS or (
+                isinstance(value, dict) and ("module" in value or "name" in value)
+            ):
+                missing = [
+                    k for k in ("module", "name") if not isinstance(value, dict) or k not in value
+                ]
+                self.error(
+                    name,
+                    key,
+                    None,
+                    f"not a plugin section (needs {' and '.join(repr(k) for k in missing)}); "
+                    "Harvester loads it but its agents cannot build the plugin",
+                )
+        if "messenger" in sections:
+            self.check_messenger(name, sections["messenger"])
+        for section, conf in sections.items():
+            self.check_plugin(name, section, conf)
+        self.check_access_points(name, sections)
+        self.check_credmanagers(name, queue)
+
+    def check_queue_values(self, name: str, queue: Mapping[str, Any]) -> None:
+        map_type = queue.get("mapType")
+        if map_type is not None and map_type not in MAP_TYPES:
+            self.error(name, "mapType", None, f"must be one of {', '.join(MAP_TYPES)}")
+        for key in QUEUE_LIMITS:
+            value = queue.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                self.error(name, key, None, "must be an integer (Harvester ignores other values)")
+        status = queue.get("queueStatus")
+        if status is not None and not isinstance(status, str):
+            self.error(name, "queueStatus", None, "must be a string such as online or offline")
+        criteria = queue.get("getJobCriteria")
+        if criteria is not None and (
+            not isinstance(criteria, str)
+            or any(item.count("=") != 1 for item in criteria.split(","))
+        ):
+            self.error(name, "getJobCriteria", None, "must be 'key=value,key=value'")
+
+    # -- one plugin section: module/name like the mapper, build like PluginFactory
+    def check_plugin(self, queue: str, section: str, conf: dict[str, Any]) -> bool:
+        module, cls_name = conf["module"], conf["name"]
+        where = f"{queue}.{section}"
+        good = True
+        if not isinstance(module, str) or not _DOTTED.fullmatch(module):
+            self.error(queue, section, "module", f"is not a dotted module name; {DROPPED}")
+            good = False
+        if not isinstance(cls_name, str) or not cls_name.isidentifier():
+            self.error(queue, section, "name", f"is not a class name; {DROPPED}")
+            good = False
+        if not good:
+            return False
+        if module.split(".")[0] == "pandaharvester" and not self.stock_importable:
+            self.ok(where, f"{cls_name} (stock plugin; pandaharvester not installed, name only)")
+            return True
+        try:
+            with quiet_imports():
+                found = importlib.import_module(module)
+        except ImportError as exc:
+            self.error(queue, section, "module", f"cannot import {module} ({exc}); {DROPPED}")
+            return False
+        except Exception as exc:
+            self.error(queue, section, "module", f"importing {module} failed ({exc!r}); {DROPPED}")
+            return False
+        if not hasattr(found, cls_name):
+            self.error(queue, section, "name", f"{module} has no {cls_name}; {DROPPED}")
+            return False
+        if module.split(".")[0] != "harvester_edge":
+            self.ok(where, f"{cls_name} (imported; not ours, not built)")
+            return True
+        return self.build(queue, section, conf)
+
+    def build(self, queue: str, section: str, conf: dict[str, Any]) -> bool:
+        try:
+            with no_network():
+                build_plugin(conf)
+        except EdgeConfigError as exc:
+            self.error(queue, section, error_key(str(exc), conf), str(exc), conf)
+            return False
+        except NetworkAttempt as exc:
+            self.error(queue, section, None, f"{exc} (constructors must do no I/O)")
+            return False
+        except Exception as exc:
+            self.error(queue, section, None, f"building failed: {type(exc).__name__}: {exc}", conf)
+            return False
+        self.ok(f"{queue}.{section}", str(conf["name"]))
+        return True
+
+    # -- keys stock agents read from the messenger section
+    def check_messenger(self, queue: str, conf: Mapping[str, Any]) -> None:
+        access_point = conf.get("accessPoint")
+        if access_point is None:
+            self.error(
+                queue,
+                "messenger",
+                "accessPoint",
+                "missing: the stock submitter reads messenger['accessPoint'] for every worker "
+                "(KeyError for the whole cycle)",
+            )
+        elif not isinstance(access_point, str) or not access_point.strip():
+            self.error(queue, "messenger", "accessPoint", "must be a non-empty path template")
+        heartbeat = conf.get("worker_heartbeat")
+        if heartbeat is not None:
+            try:
+                int(heartbeat)
+            except (TypeError, ValueError):
+                self.error(
+                    queue,
+                    "messenger",
+                    "worker_heartbeat",
+                    "must be an integer number of seconds (the stock monitor calls int() on it)",
+                )
+        spec_file = conf.get("jobSpecFileName")
+        if spec_file is not None and not isinstance(spec_file, str):
+            self.error(queue, "messenger", "jobSpecFileName", "must be a file name")
+
+    def check_access_points(self, queue: str, sections: Mapping[str, Mapping[str, Any]]) -> None:
+        """Our plugins read ``accessPoint`` (from ``common``) to know the worker's directory,
+        the sweeper to know what it may delete: it must be the messenger's."""
+        messenger = sections.get("messenger", {}).get("accessPoint")
+        if not isinstance(messenger, str):
+            return
+        for section, conf in sections.items():
+            if not str(conf["module"]).startswith("harvester_edge."):
+                continue
+            own = conf.get("accessPoint")
+            if own is not None and own != messenger:
+                self.error(
+                    queue,
+                    section,
+                    "accessPoint",
+                    f"differs from messenger.accessPoint {messenger!r}: the worker's directory "
+                    "is the messenger's",
+                )
+
+    def check_credmanagers(self, queue: str, queue_dict: Mapping[str, Any]) -> None:
+        entries = queue_dict.get("credmanagers")
+        if entries is None:
+            return
+        if not isinstance(entries, list):
+            self.error(queue, "credmanagers", None, "must be a list (Harvester ignores it)")
+            return
+        for i, entry in enumerate(entries):
+            section = f"credmanagers[{i}]"
+            if not isinstance(entry, dict):
+                self.error(queue, section, None, "must be an object with 'module' and 'name'")
+                continue
+            missing = [k for k in ("module", "name") if k not in entry]
+            if missing:
+                for key in missing:
+                    self.error(queue, section, key, "missing (the credmanager agent fails)")
+                continue
+            try:
+                conf = credmanager_conf(queue, queue_dict, entry)
+            except EdgeConfigError as exc:
+                self.error(queue, section, error_key(str(exc), entry), str(exc), entry)
+                continue
+            self.check_plugin(queue, section, conf)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = json.loads(Path(args.file).read_text())
-    bad = 0
-    for queue_name, queue in config.items():
-        if not isinstance(queue, dict):
-            continue
-        for section, conf in plugin_sections(queue_name, queue):
-            try:
-                build_plugin(conf)
-                print(f"ok     {queue_name}.{section}: {conf['name']}")
-            except (EdgeConfigError, ImportError, AttributeError, TypeError) as exc:
-                bad += 1
-                print(f"ERROR  {queue_name}.{section}: {exc}")
-    return 1 if bad else 0
+    checker = Checker()
+    checker.check_file(args.file)
+    for line in checker.lines:
+        print(line)
+    if checker.problems:
+        print(f"{checker.problems} problem(s) in {args.file}")
+        return 2
+    print(f"{args.file}: no problems")
+    return 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -69,12 +444,16 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .edge.tags import job_tag
     from .harvester import WorkSpec, harvester_id
 
-    queue = json.loads(Path(args.file).read_text())[args.queue]
-    sections = dict(plugin_sections(args.queue, queue))
-    if "submitter" not in sections:
+    config = json.loads(Path(args.file).read_text())
+    if args.queue not in config:
+        print(f"no queue {args.queue} in {args.file}", file=sys.stderr)
+        return 1
+    sections = dict(plugin_sections(args.queue, merged_queue(config, args.queue)))
+    submitter = sections.get("submitter")
+    if submitter is None or not str(submitter["module"]).startswith("harvester_edge."):
         print(f"queue {args.queue} has no harvester-edge submitter", file=sys.stderr)
         return 1
-    cfg = BatchConfig.from_config(sections["submitter"])
+    cfg = BatchConfig.from_config(submitter)
     ws = WorkSpec()
     ws.workerID, ws.computingSite, ws.nCore, ws.maxWalltime = args.worker_id, args.queue, None, 3600
     hid = harvester_id()
@@ -95,9 +474,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    from .localsite.sfapi_gateway import main as gateway_main
+    from .localsite import sfapi_gateway
 
-    return gateway_main(args.rest)
+    return int(sfapi_gateway.main(list(args.gateway_args)) or 0)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -109,7 +488,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.dir), cycles=args.max_cycles)
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harvester-edge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="run the full local demo (needs root for Slurm)")
@@ -119,11 +498,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("cluster", help="the local Slurm test cluster")
     p.add_argument("action", choices=["start", "stop", "status", "env"])
     p.set_defaults(func=cmd_cluster)
-    p = sub.add_parser("gateway", help="run a loopback SFAPI gateway (see --help after it)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_gateway)
+    # The gateway parses its own options (--key-file, --port, ... and --help): every
+    # argument after "gateway" goes to it unchanged (see main()).
     p = sub.add_parser(
-        "check-config", help="validate the harvester-edge sections of a queue config"
+        "gateway",
+        help="run a loopback SFAPI gateway (options: harvester-edge gateway --help)",
+        add_help=False,
+    )
+    p.set_defaults(func=cmd_gateway, gateway_args=[])
+    p = sub.add_parser(
+        "check-config",
+        help="load a queue config like Harvester and build every harvester-edge plugin",
     )
     p.add_argument("file")
     p.set_defaults(func=cmd_check_config)
@@ -132,7 +517,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("queue")
     p.add_argument("--worker-id", type=int, default=1)
     p.set_defaults(func=cmd_render)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "gateway":
+        args.gateway_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args))
     except EdgeConfigError as exc:

@@ -11,10 +11,43 @@ from harvester_edge.localsite.faults import Knobs
 from harvester_edge.localsite.slurm import LocalSlurm, validate_jobids, validate_names
 
 
-@pytest.mark.parametrize("bad", ["1;rm -rf /", "-1", "12 13", "", "1_2", "--all"])
-def test_jobids_must_be_digits(bad: str) -> None:
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "1;rm -rf /",
+        "-1",
+        "12 13",
+        "",
+        "--all",
+        "1_",
+        "_2",
+        "1+",
+        "1_[1-3]",
+        "1_2-3",
+        "1.0",
+        "1,2",
+        "1_2_3",
+        "1+2+3",
+        "1_2+3",
+        "1\n2",
+        "1+-1",
+        "x1",
+    ],
+)
+def test_jobids_must_be_job_ids(bad: str) -> None:
     with pytest.raises(ValueError):
         validate_jobids([bad])
+
+
+def test_array_and_het_job_ids_are_job_ids() -> None:
+    assert validate_jobids(["12", 13, " 14_2 ", "15+1", "99_0", "7+0"]) == [
+        "12",
+        "13",
+        "14_2",
+        "15+1",
+        "99_0",
+        "7+0",
+    ]
 
 
 @pytest.mark.parametrize("bad", ["a,b", "x y", "--name=y", "$(id)", ""])
@@ -61,19 +94,35 @@ def test_knobs_validate_and_wake() -> None:
     knobs.update(hang="true", latency="0.5")
     assert knobs.hang is True and knobs.latency == 0.5
 
+    # The waiters poll only every 60 s, so they return in time only if they are woken.
     stop = threading.Event()
     released: list[bool] = []
-    waiter = threading.Thread(target=lambda: released.append(knobs.wait_while_hung(stop)))
-    waiter.start()
-    time.sleep(0.1)
-    knobs.hang = False
-    waiter.join(2)
-    assert released == [True]
+    waiter = start_waiter(knobs, stop, released)
+    assert released == []  # really blocked while hung
+    start = time.monotonic()
+    knobs.hang = False  # the assignment itself must wake the waiter
+    waiter.join(5)
+    assert released == [True] and time.monotonic() - start < 5
 
     knobs.hang = True
-    waiter = threading.Thread(target=lambda: released.append(knobs.wait_while_hung(stop)))
-    waiter.start()
-    stop.set()
-    knobs.wake()
-    waiter.join(2)
+    waiter = start_waiter(knobs, stop, released)
+    stop.set()  # setting the event alone wakes nobody ...
+    time.sleep(0.2)
+    assert waiter.is_alive() and released == [True]
+    knobs.wake()  # ... wake() does
+    waiter.join(5)
     assert released == [True, False]
+
+
+def start_waiter(knobs: Knobs, stop: threading.Event, released: list[bool]) -> threading.Thread:
+    """Start a thread in ``wait_while_hung`` and return once it waits on the condition."""
+    waiter = threading.Thread(
+        target=lambda: released.append(knobs.wait_while_hung(stop, poll=60)), daemon=True
+    )
+    waiter.start()
+    deadline = time.monotonic() + 5
+    # Condition._waiters (CPython): one entry per thread inside wait().
+    while not knobs._cond._waiters:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "waiter never started waiting"
+        time.sleep(0.01)
+    return waiter

@@ -64,6 +64,7 @@ class Site:
             "profile": "generic",
             "templateFile": str(self.template()),
             "remoteWorkDir": str(self.root / "work" / "${workerID}"),
+            "accessPoint": str(self.root / "ap" / "${workerID}"),
             "connectTimeout": 2,
             "readTimeout": 5,
             "callDeadline": 20,

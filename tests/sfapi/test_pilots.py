@@ -83,7 +83,12 @@ def test_max_concurrent_allocations_is_never_exceeded(site: Site, tmp_path) -> N
         return ws
 
     waiting = [new_worker() for _ in range(3)]
-    tracked: list = []
+    first = submitter.submit_workers(waiting)
+    # the cap admits exactly two of three in one call, whatever the timing
+    assert [r[0] for r in first] == [True, True, None], first
+    assert "maxConcurrentAllocations=2 reached" in first[2][1]
+    tracked: list = [ws for ws, r in zip(waiting, first, strict=True) if r[0] is True]
+    waiting = [new_worker()]
     peak = 0
     deadline = time.monotonic() + 120
     while (waiting or not all_final(tracked)) and time.monotonic() < deadline:
@@ -100,4 +105,4 @@ def test_max_concurrent_allocations_is_never_exceeded(site: Site, tmp_path) -> N
         assert peak <= 2
         time.sleep(0.5)
     assert len(tracked) == 3 and all(ws.status == "finished" for ws in tracked)
-    assert peak == 2
+    assert 1 <= peak <= 2

@@ -24,6 +24,7 @@ def config(tmp_path: Path, **changes: object) -> BatchConfig:
         "profile": "generic", "nNode": 2, "pilotsPerNode": 2, "nCorePerNode": 4,
         "gpusPerNode": 4, "gpuVisibleVar": "CUDA_VISIBLE_DEVICES",
         "cvmfsRoot": str(tmp_path / "cvmfs"), "cvmfsCheckTimeout": 2,
+        "remoteWorkDir": str(tmp_path / "work"),
     }  # fmt: skip
     values.update(changes)
     return BatchConfig.from_config(values)
@@ -170,7 +171,8 @@ def test_hostile_values_do_not_execute(tmp_path: Path) -> None:
         "job_type": f"`touch {marker}2`",
         "resource_type": f"; touch {marker}3 ;",
         "harvester_id": f"h'\"$(touch {marker}4)",
-        "work_dir": str(tmp_path / f"work $(touch {marker}5) `touch {marker}6`"),
+        # no "$" here: a remote dir with "$" is refused before rendering (test_batch_render)
+        "work_dir": str(tmp_path / f"work `touch {marker}5` ;touch {marker}6;\"'"),
     }
     cfg = config(
         tmp_path, nNode=1, pilotArgs=[f"'; touch {marker}7; '", f'"$(touch {marker}8)"'],

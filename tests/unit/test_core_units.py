@@ -71,8 +71,11 @@ def test_submits_are_not_retried_once_they_may_have_arrived():
     assert not is_retryable(EdgeNetworkError("t", maybe_sent=True), idempotent=False)
     assert is_retryable(EdgeNetworkError("t", maybe_sent=True), idempotent=True)
     assert is_retryable(EdgeNetworkError("c", maybe_sent=False), idempotent=False)
-    assert not is_retryable(EdgeAPIError("500", status=500, transient=True), idempotent=False)
-    assert is_retryable(EdgeAPIError("503", status=503, transient=True), idempotent=False)
+    # every 5xx may come after the job was created (SFAPI runs sbatch later in its task)
+    for status in (500, 502, 503, 504):
+        error = EdgeAPIError(str(status), status=status, transient=True)
+        assert not is_retryable(error, idempotent=False)
+    assert is_retryable(EdgeAPIError("429", status=429, transient=True), idempotent=False)
     assert not is_retryable(EdgeAPIError("400", status=400), idempotent=True)
 
 

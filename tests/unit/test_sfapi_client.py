@@ -94,10 +94,10 @@ def test_bulk_query_is_one_request_with_all_ids(client):
 @respx.mock
 def test_get_honours_retry_after(client):
     token_route(respx)
-    route = respx.get(f"{API}/tasks/").mock(
+    route = respx.get(f"{API}/tasks/7").mock(
         side_effect=[
             httpx.Response(429, headers={"Retry-After": "1"}),
-            httpx.Response(200, json={"tasks": []}),
+            httpx.Response(404, json={"detail": "task not found"}),
         ]
     )
     start = time.monotonic()
@@ -130,12 +130,15 @@ def test_submit_error_answer_is_a_refusal(client):
 @respx.mock
 def test_malformed_answers_are_transient_errors_not_crashes(client):
     token_route(respx)
-    respx.get(f"{API}/compute/jobs/perlmutter").mock(
-        return_value=httpx.Response(200, json={"status": "OK", "output": [{"state": "R"}]})
-    )
-    with pytest.raises(EdgeAPIError) as info:
+    route = respx.get(f"{API}/compute/jobs/perlmutter")
+    route.mock(return_value=httpx.Response(200, json={"status": "OK", "output": [{"state": "R"}]}))
+    with pytest.raises(EdgeAPIError) as info:  # no row readable: the shape changed
         client.query(["1"], final=False)
     assert info.value.transient and "jobid" in str(info.value)
+    route.mock(return_value=httpx.Response(200, json={"status": "OK", "output": {"a": 1}}))
+    with pytest.raises(EdgeAPIError) as info:
+        client.query(["1"], final=False)
+    assert info.value.transient and "not a list" in str(info.value)
 
 
 def test_task_parsing():

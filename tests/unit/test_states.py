@@ -76,3 +76,72 @@ def test_record_from_row_rejects_rows_without_id():
     with pytest.raises(ValueError, match="jobid"):
         record_from_row({"state": "RUNNING"}, source="queue")
     assert record_from_row({"jobid": "12.batch", "state": "R"}, source="queue").job_id == "12"
+
+
+# --- error codes in Harvester's categories (harvestercore/worker_errors.py) -----------------
+
+STOCK_PATTERNS = {  # copied from stock Harvester 0.7.5's worker_errors.py (the ones we use)
+    2064: r"wrapper got cvmfs repos issue",
+    5601: r"submission command failed \(exit code = .*\).*",
+    5699: r"Slurm .*",
+}
+
+
+def test_codes_sit_in_harvesters_categories() -> None:
+    import re
+
+    from harvester_edge.edge.states import ERROR_PATTERNS
+
+    assert ErrorCode.CVMFS == 2064 and ErrorCode.SUBMIT_REJECTED == 5601
+    own = [c for c in ErrorCode if c not in (ErrorCode.CVMFS, ErrorCode.SUBMIT_REJECTED)]
+    assert all(5650 <= c <= 5698 for c in own), own  # our block in the Slurm section
+    assert set(ERROR_PATTERNS) == set(ErrorCode)
+    for code in (ErrorCode.CVMFS, ErrorCode.SUBMIT_REJECTED):
+        assert ERROR_PATTERNS[code] == STOCK_PATTERNS[int(code)]
+    for code in own:  # everything of ours also lands in the stock Slurm catch-all
+        assert ERROR_PATTERNS[code].startswith("Slurm ")
+        assert re.fullmatch(STOCK_PATTERNS[5699], ERROR_PATTERNS[code].replace("\\", ""))
+
+
+@pytest.mark.parametrize(
+    "state, exit_code",
+    [
+        (SlurmState.FAILED, 3),
+        (SlurmState.COMPLETED, 2),
+        (SlurmState.FAILED, 0),
+        (SlurmState.NODE_FAIL, 0),
+        (SlurmState.BOOT_FAIL, 0),
+        (SlurmState.OUT_OF_MEMORY, 0),
+        (SlurmState.DEADLINE, 0),
+        (SlurmState.CANCELLED, 0),
+        (SlurmState.REVOKED, 0),
+        (SlurmState.SPECIAL_EXIT, 0),
+    ],
+)
+def test_every_failure_diagnosis_matches_its_codes_pattern(
+    state: SlurmState, exit_code: int
+) -> None:
+    import re
+
+    from harvester_edge.edge.states import ERROR_PATTERNS
+
+    v = judge(state, exit_code, 0, "", "CANCELLED by 0" if state is SlurmState.CANCELLED else "")
+    assert v.error_code is not None
+    assert re.search(ERROR_PATTERNS[v.error_code], v.diagnosis), (v.error_code, v.diagnosis)
+    assert re.search(STOCK_PATTERNS[5699], v.diagnosis)
+
+
+def test_unknown_state_text_is_could_not_check_for_that_row() -> None:
+    from harvester_edge.edge.jobs import record_from_row
+
+    record = record_from_row({"jobid": "5", "state": "BURST_BUF+"}, source="accounting")
+    assert record.state is SlurmState.UNKNOWN and not record.state.is_final
+    verdict = record.verdict()
+    assert verdict.status is None and "BURST_BUF+" in verdict.diagnosis
+
+
+def test_a_truncated_state_is_read_when_only_one_state_fits() -> None:
+    assert SlurmState.parse("OUT_OF_ME+") is SlurmState.OUT_OF_MEMORY
+    assert SlurmState.parse("CANCELLED+") is SlurmState.CANCELLED
+    with pytest.raises(ValueError):
+        SlurmState.parse("REQUEUE_+")  # REQUEUE_FED or REQUEUE_HOLD: not guessed

@@ -13,6 +13,8 @@ from __future__ import annotations
 import threading
 import time
 
+from ..facilities.base import FacilityClient
+
 
 class AllocationBook:
     def __init__(self, max_age: float = 900.0) -> None:
@@ -23,9 +25,11 @@ class AllocationBook:
         self._known: set[str] = set()
 
     def observe(self, prefix: str, tag: str, live: bool, now: float | None = None) -> None:
+        """The monitor saw this job live (or ended).  This does not make the queue's count
+        known: one monitor pass may see only some of a queue's workers (Harvester checks them
+        in batches), so only ``seed`` (the facility's own list) does."""
         now = time.time() if now is None else now
         with self._lock:
-            self._known.add(prefix)
             self._fresh.get(prefix, {}).pop(tag, None)
             if live:
                 self._live.setdefault(prefix, {})[tag] = now
@@ -36,6 +40,25 @@ class AllocationBook:
         now = time.time() if now is None else now
         with self._lock:
             self._fresh.setdefault(prefix, {})[tag] = now
+
+    def released(self, prefix: str, tag: str) -> None:
+        """A submit was refused or failed for sure: its slot is free again at once."""
+        with self._lock:
+            self._fresh.get(prefix, {}).pop(tag, None)
+            self._live.get(prefix, {}).pop(tag, None)
+
+    def counts(self, prefix: str, now: float | None = None) -> tuple[int, int] | None:
+        """(live allocations seen by the monitor, fresh submissions not seen yet), or None
+        for a queue never reported on."""
+        now = time.time() if now is None else now
+        with self._lock:
+            if prefix not in self._known:
+                return None
+            live = {
+                t for t, seen in self._live.get(prefix, {}).items() if now - seen < self.max_age
+            }
+            fresh = {t for t, at in self._fresh.get(prefix, {}).items() if now - at < self.max_age}
+            return len(live), len(fresh - live)
 
     def count(self, prefix: str, now: float | None = None) -> int | None:
         now = time.time() if now is None else now
@@ -59,3 +82,18 @@ class AllocationBook:
 
 
 BOOK = AllocationBook()
+
+
+def live_counts(client: FacilityClient, prefix: str) -> tuple[int, int]:
+    """(live, just submitted) allocations of a queue, seeding the book from the facility's
+    own list once per process (one request).  Raises EdgeAPIError when that list cannot be
+    read: an unknown count is never taken for zero."""
+    counts = BOOK.counts(prefix)
+    if counts is None:
+        try:
+            live = client.live_tags(prefix)
+        except NotImplementedError:
+            live = []
+        BOOK.seed(prefix, live)
+        counts = BOOK.counts(prefix) or (0, 0)
+    return counts

@@ -7,6 +7,12 @@ the context with stock's formulas, so an existing template renders byte for byte
 ``str.format_map`` when its values are plain.  Values are shell-quoted by the renderer; the few
 raw blocks (``#SBATCH`` lines, pre-quoted command lines, the launcher) are built here only from
 validated parts.  Every placeholder is documented in docs/parallelism/index.md.
+
+Remote paths (``remoteWorkDir``, ``logDir``) are absolute: the facility's file utilities (SFAPI
+``utilities/download``, ...) never expand ``${SCRATCH}``-style references, so such a path could
+not be read back by the monitor.  Only Harvester's own ``${harvesterID}``, ``${workerID}`` and
+``${queueName}`` are allowed in them; they are expanded here, before the script is rendered.
+The clock is read in one place only: stock's hourly ``logSubDir`` (``now`` fixes it).
 """
 
 from __future__ import annotations
@@ -71,7 +77,9 @@ _DIRECTIVE = re.compile(r"--([a-z][a-z0-9-]*)(?:=(.+))?\Z")
 _RESERVED_DIRECTIVES = frozenset({"nodes", "job-name", "ntasks", "ntasks-per-node"})
 _REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+@%,=-]*\Z")
-_ENV_REF = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+_WORKER_PLACEHOLDER = re.compile(r"\$\{(?:harvesterID|workerID|queueName)\}")
+#: Example given when a remote path is refused (NERSC's scratch layout).
+REMOTE_PATH_EXAMPLE = "/pscratch/sd/<u>/<user>/harvester-edge"
 
 
 def shipped_template(name: str = BATCH_TEMPLATE) -> str:
@@ -80,27 +88,41 @@ def shipped_template(name: str = BATCH_TEMPLATE) -> str:
 
 
 def shell_path(name: str, value: str) -> str:
-    """``value`` as one double-quoted shell word in which only ``$VAR``/``${VAR}`` expand.
+    """``value`` as one double-quoted shell word in which nothing expands.
 
-    Remote dirs such as ``${SCRATCH}/harvester-edge`` must expand on the facility, which
-    single quotes would prevent; every other ``$``, backtick, quote or backslash is escaped, so
-    ``$(...)`` stays literal.
+    Every ``$``, backtick, quote or backslash is escaped, so ``$VAR`` and ``$(...)`` stay
+    literal: the script must use exactly the path the monitor later reads through the
+    facility's file utility.
     """
     if CONTROL_CHARS.search(value):
         raise EdgeConfigError(f"{name}: contains a control character")
-    parts, pos = ['"'], 0
-    for match in _ENV_REF.finditer(value):
-        parts.append(_dq_escape(value[pos : match.start()]))
-        parts.append("${" + (match.group(1) or match.group(2)) + "}")
-        pos = match.end()
-    parts.append(_dq_escape(value[pos:]) + '"')
-    return "".join(parts)
-
-
-def _dq_escape(text: str) -> str:
     for char in ("\\", '"', "$", "`"):
-        text = text.replace(char, "\\" + char)
-    return text
+        value = value.replace(char, "\\" + char)
+    return f'"{value}"'
+
+
+def check_remote_path(key: str, value: str) -> str:
+    """``value`` if it is an absolute facility path, else an error naming ``key`` and why.
+
+    Allowed: a leading ``/`` and, besides plain characters, only Harvester's ``${harvesterID}``,
+    ``${workerID}``, ``${queueName}`` (expanded before rendering).  Any other ``$`` is an
+    environment reference that no edge service would expand.
+    """
+    if CONTROL_CHARS.search(value):
+        raise EdgeConfigError(f"{key}: must not contain control characters (got {value!r})")
+    if "$" in _WORKER_PLACEHOLDER.sub("", value):
+        raise EdgeConfigError(
+            f"{key}: environment references such as ${{SCRATCH}} are not expanded by the edge "
+            f"services' file utilities; give the absolute path, e.g. {REMOTE_PATH_EXAMPLE} "
+            "(only ${harvesterID}, ${workerID}, ${queueName} may appear; "
+            f"got {value!r})"
+        )
+    if not value.startswith("/"):
+        raise EdgeConfigError(
+            f"{key}: must be an absolute path on the facility, e.g. {REMOTE_PATH_EXAMPLE} "
+            f"(got {value!r})"
+        )
+    return value
 
 
 def expand_worker_path(template: str, harvester_id: str, worker_id: int, queue: str = "") -> str:
@@ -209,6 +231,7 @@ class BatchConfig:
     """Validated batch-script settings of one queue (see :meth:`from_config` for the keys)."""
 
     profile: Profile
+    remote_work_dir: str
     template_file: str | None = None
     pilots_per_node: int = 1
     n_node: int | None = None
@@ -220,7 +243,6 @@ class BatchConfig:
     partition: str | None = None
     constraint: str | None = None
     extra_directives: tuple[tuple[str, str | None], ...] = ()
-    remote_work_dir: str = "${HOME}/harvester-edge"
     cvmfs_root: str = "/cvmfs"
     cvmfs_repos: tuple[str, ...] = ("atlas.cern.ch",)
     cvmfs_check_timeout: int = 60
@@ -290,7 +312,7 @@ class BatchConfig:
             pilot_version=read.text("pilotVersion"),
             local_queue_name=read.text("localQueueName", "grid") or "grid",
             log_base_url=read.text("logBaseURL"),
-            log_dir=read.text("logDir"),
+            log_dir=read.text("logDir") or None,
             token_dir=read.text("tokenDir"),
             token_name=read.text("tokenName"),
             token_origin=read.text("tokenOrigin"),
@@ -302,7 +324,10 @@ class BatchConfig:
         return config
 
     def check(self) -> None:
-        """Cross-key rules: the pilots must fit the node and a fallback needs its tool."""
+        """Cross-key rules: absolute remote paths, the pilots fit the node, fallbacks' tools."""
+        check_remote_path("remoteWorkDir", self.remote_work_dir)
+        if self.log_dir is not None:
+            check_remote_path("logDir", self.log_dir)
         if self.n_core_per_node < self.pilots_per_node:
             raise EdgeConfigError(
                 f"pilotsPerNode: {self.pilots_per_node} pilots do not fit "
@@ -332,10 +357,7 @@ class BatchConfig:
         return self.gpus_per_node // self.pilots_per_node
 
     def worker_dir(self, harvester_id: str, worker_id: int, queue: str = "") -> str:
-        """The worker's remote dir: ``remoteWorkDir`` expanded, or ``<it>/<harvesterID>/<id>``.
-
-        Environment references such as ``${SCRATCH}`` stay; they expand on the facility.
-        """
+        """The worker's remote dir: ``remoteWorkDir`` expanded, or ``<it>/<harvesterID>/<id>``."""
         base = self.remote_work_dir
         if "${workerID}" not in base:
             base = base.rstrip("/") + "/${harvesterID}/${workerID}"
@@ -343,10 +365,14 @@ class BatchConfig:
 
 
 def _remote_dir(read: _Reader, profile: Profile) -> str:
-    value = read.text("remoteWorkDir", profile.remote_work_dir) or profile.remote_work_dir
-    if not value.startswith(("/", "$")):
-        raise EdgeConfigError(f"remoteWorkDir: must be absolute or start with $VAR (got {value!r})")
-    return value
+    """``remoteWorkDir`` from config, else the profile's default; required when it has none."""
+    value = read.text("remoteWorkDir") or profile.remote_work_dir
+    if not value:
+        raise EdgeConfigError(
+            f"remoteWorkDir: required (profile {profile.name} has no default): give the "
+            f"absolute facility-side base dir of the workers, e.g. {REMOTE_PATH_EXAMPLE}"
+        )
+    return check_remote_path("remoteWorkDir", value)
 
 
 def _fallback(read: _Reader, profile: Profile) -> str:
@@ -377,21 +403,41 @@ class WorkerInfo:
 
     @classmethod
     def from_workspec(cls, ws: Any, harvester_id: str, job_name: str, work_dir: str) -> WorkerInfo:
-        """Copy the WorkSpec columns the script uses; None columns become 0 or ''."""
+        """Copy the WorkSpec columns the script uses; None columns become 0 or ''.
+
+        Harvester's ResourceTypeMapper computes memory and disk as floats (2000.0, 1843.2):
+        memory and disk are rounded up to whole MB and the walltime up to whole seconds;
+        ``nCore`` must be a whole number (8.0 is 8).  A bool, a negative, NaN or infinite value
+        (or not a number at all) is an :class:`EdgeConfigError` naming the worker field.
+        """
         return cls(
             harvester_id=harvester_id,
             worker_id=int(ws.workerID),
             queue=str(getattr(ws, "computingSite", None) or getattr(ws, "queueName", "") or ""),
             job_name=job_name,
-            n_core=int(ws.nCore or 0),
-            min_ram_mb=int(ws.minRamCount or 0),
-            max_walltime_s=int(ws.maxWalltime or 0),
-            max_disk_mb=int(ws.maxDiskCount or 0),
+            n_core=_worker_number(ws, "nCore", whole=True),
+            min_ram_mb=_worker_number(ws, "minRamCount"),
+            max_walltime_s=_worker_number(ws, "maxWalltime"),
+            max_disk_mb=_worker_number(ws, "maxDiskCount"),
             job_type=str(ws.jobType or ""),
             resource_type=str(ws.resourceType or ""),
             pilot_type=str(ws.pilotType or ""),
             work_dir=work_dir,
         )
+
+
+def _worker_number(ws: Any, field: str, whole: bool = False) -> int:
+    """A numeric WorkSpec column as a non-negative int (rounded up); None is 0."""
+    value = getattr(ws, field, None)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise EdgeConfigError(f"{field}: worker field must be a number (got {value!r})")
+    if not math.isfinite(value) or value < 0:
+        raise EdgeConfigError(f"{field}: worker field must be finite and >= 0 (got {value!r})")
+    if whole and value != math.floor(value):
+        raise EdgeConfigError(f"{field}: worker field must be a whole number (got {value!r})")
+    return math.ceil(value)
 
 
 def stock_placeholders(
@@ -408,7 +454,11 @@ def stock_placeholders(
     ram = max(worker.min_ram_mb, total) if worker.min_ram_mb else total
     walltime = worker.max_walltime_s or 0
     cputime = walltime * total
-    log_dir = cfg.log_dir or worker.work_dir
+    log_dir = worker.work_dir
+    if cfg.log_dir:
+        log_dir = expand_worker_path(
+            cfg.log_dir, worker.harvester_id, worker.worker_id, worker.queue
+        )
     when = now or datetime.datetime.now(datetime.timezone.utc)
     values: dict[str, object] = {
         "nCorePerNode": per_node,
@@ -535,8 +585,8 @@ def pilot_environment(cfg: BatchConfig, worker: WorkerInfo) -> str:
 def _check_worker(worker: WorkerInfo) -> None:
     if not _WORD.match(worker.job_name):
         raise EdgeConfigError(f"jobName: {worker.job_name!r} must be one plain word")
-    if not worker.work_dir.startswith(("/", "$")):
-        raise EdgeConfigError(f"workDir: {worker.work_dir!r} must be absolute or start with $")
+    if not worker.work_dir.startswith("/") or "$" in worker.work_dir:
+        raise EdgeConfigError(f"workDir: {worker.work_dir!r} must be an absolute path with no $")
 
 
 def build_context(

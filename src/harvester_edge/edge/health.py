@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Hashable
 
 from ..errors import EdgeAPIError
 from ..facilities.base import FacilityClient, Health
@@ -20,11 +21,11 @@ _FAILED_READ_TTL = 10.0
 class HealthGate:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cache: dict[int, tuple[float, Health]] = {}
-        self._inflight: dict[int, threading.Lock] = {}
+        self._cache: dict[Hashable, tuple[float, Health]] = {}
+        self._inflight: dict[Hashable, threading.Lock] = {}
 
     def check(self, client: FacilityClient, ttl: float) -> Health:
-        key = id(client)
+        key = client.cache_key if client.cache_key is not None else id(client)
         with self._lock:
             cached = self._cache.get(key)
             if cached and cached[0] > time.monotonic():

@@ -69,13 +69,17 @@ def record_from_row(
 ) -> JobRecord:
     """Build a record from an squeue/sacct-style row (SFAPI rows, our gateway's rows).
 
-    Raises ValueError naming the field when the row has no usable id or state.
+    Raises ValueError when the row has no id.  A state text we cannot read becomes
+    ``SlurmState.UNKNOWN`` for this row only: one odd row never blanks a whole chunk.
     """
     job_id = str(row.get(id_key) or "").strip()
     if not job_id:
         raise ValueError(f"job row without '{id_key}'")
     state_text = str(row.get("state") or row.get("st") or "").strip()
-    state = SlurmState.parse(state_text)
+    try:
+        state = SlurmState.parse(state_text)
+    except ValueError:
+        state = SlurmState.UNKNOWN
     exit_code, signal = parse_exit_code(row.get("exitcode"))  # type: ignore[arg-type]
     return JobRecord(
         job_id=job_id.split(".", 1)[0],

@@ -7,6 +7,10 @@ are in shared/PILOT_RUNTIME.md.  Perlmutter: 64-core EPYC + 4 A100 per GPU node,
 per CPU node, CVMFS mounted, ``--module=cvmfs``, and ATLAS production's ``--signal=SIGTERM@240
 --no-requeue`` so pilots get 4 minutes to end cleanly.  Frontier: 56 allocatable cores with the
 default ``-S 8``, 8 GCDs seen as 8 GPUs, ``ROCR_VISIBLE_DEVICES``, no CVMFS on compute nodes.
+
+No profile has a default remote work dir: the edge services' file utilities take absolute
+paths only (they never expand ``${SCRATCH}``-style references) and a user's scratch path is
+not known here, so ``remoteWorkDir`` is required in queue config.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class Profile:
     extraDirectives) overrides them key by key.  ``whole_node`` says the site allocates and
     charges whole nodes, so the script asks for nodes only; otherwise it asks for
     ``--ntasks-per-node=1 --cpus-per-task=<cores>`` so a shared node is not oversubscribed.
+    ``remote_work_dir`` is a default for ``remoteWorkDir``: None (required in config), or an
+    absolute path with no ``$`` other than Harvester's own placeholders.
     """
 
     name: str
@@ -46,7 +52,7 @@ class Profile:
     cvmfs_fallback: str = "none"
     container_runtime: str = "apptainer"
     container_options: tuple[str, ...] = ()
-    remote_work_dir: str = "${HOME}/harvester-edge"
+    remote_work_dir: str | None = None
 
     def directive(self, key: str) -> str | None:
         """The profile's default value for ``--key`` (None when absent or a bare flag)."""
@@ -72,7 +78,6 @@ PROFILES: dict[str, Profile] = {
         cvmfs_fallback="none",
         container_runtime="shifter",
         container_options=("--module=cvmfs",),
-        remote_work_dir="${SCRATCH}/harvester-edge",
     ),
     "perlmutter-cpu": Profile(
         name="perlmutter-cpu",
@@ -89,7 +94,6 @@ PROFILES: dict[str, Profile] = {
         cvmfs_fallback="none",
         container_runtime="shifter",
         container_options=("--module=cvmfs",),
-        remote_work_dir="${SCRATCH}/harvester-edge",
     ),
     "frontier-gpu": Profile(
         name="frontier-gpu",

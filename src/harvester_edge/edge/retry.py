@@ -3,9 +3,13 @@
 Why not the libraries' own retries: sfapi_client retries a POST after a read timeout (a
 duplicate job), globus_sdk retries POSTs on 5xx, and none bounds the total time a Harvester
 thread can spend in one call.  Here an idempotent request (GET, DELETE of a known id) is
-retried on network errors, 429 and 5xx, honouring ``Retry-After``; a submit is never retried
-once it may have reached the service (the caller looks the job up by tag instead); every call
-stops at ``deadline`` seconds, whatever the number of attempts left.
+retried on network errors, 429 and 5xx, honouring ``Retry-After``.  A non-idempotent request
+(a submit) is retried only when the service surely did nothing: 429 ("not now") and network
+errors before the request was sent.  Any other 5xx on a submit may come after the job was
+created (a proxy's 502/504, a 500 or even a 503 from a handler that had already called
+sbatch), so it is raised with its ``status`` and the caller looks the tag up.  Every call stops
+at ``deadline`` seconds, whatever the number of attempts left: no attempt starts, and no wait
+begins, once that time is used up.
 """
 
 from __future__ import annotations
@@ -63,16 +67,20 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+#: the only status a non-idempotent request may be retried on: the service did nothing
+NOT_DONE_STATUSES = frozenset({429})
+
+
 def is_retryable(exc: BaseException, *, idempotent: bool) -> bool:
     """The chain of checks: may this failure be retried for this kind of request?"""
     if isinstance(exc, EdgeNetworkError):
         return idempotent or not exc.maybe_sent
     if isinstance(exc, EdgeAPIError):
-        if exc.status in RETRY_STATUSES:
-            # 429 and 503 say "not now" before anything was done: safe even for a submit.
-            # 500/502/504 may come after the job was created: the submit's caller looks
-            # the tag up before it tries again.
-            return idempotent or exc.status in (429, 503)
+        if idempotent:
+            return exc.status in RETRY_STATUSES
+        # 429 says "not now" before anything was done: safe even for a submit.  Every other
+        # 5xx may come after the job was created: the submit's caller looks the tag up.
+        return exc.status in NOT_DONE_STATUSES
     return False
 
 
@@ -83,9 +91,13 @@ def call_with_retry(
     idempotent: bool,
     stop: threading.Event | None = None,
     retry_after_of: Callable[[BaseException], float | None] = lambda e: None,
+    started: float | None = None,
 ) -> T:
-    """Run ``fn`` under ``policy``; re-raise the last error when attempts or time run out."""
-    start = time.monotonic()
+    """Run ``fn`` under ``policy``; re-raise the last error when attempts or time run out.
+
+    ``started`` (a ``time.monotonic()`` value) lets a caller count time it spent before this
+    call (e.g. on a token) against the same deadline."""
+    start = time.monotonic() if started is None else started
     attempt = 0
     while True:
         attempt += 1

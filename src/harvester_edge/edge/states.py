@@ -21,23 +21,53 @@ from ..harvester import WorkSpec
 
 
 class ErrorCode(enum.IntEnum):
-    """Harvester ``errorCode`` values set by harvester-edge (documented in docs/errors.md)."""
+    """Harvester ``errorCode`` values set by harvester-edge, in the categories of Harvester's
+    ``harvestercore/worker_errors.py`` (docs/errors.md lists each with its message pattern).
 
-    NONZERO_EXIT = 8101
-    SLURM_FAILED = 8102
-    NODE_FAIL = 8103
-    BOOT_FAIL = 8104
-    OUT_OF_MEMORY = 8105
-    DEADLINE = 8106
-    TIMEOUT = 8107
-    PREEMPTED = 8108
-    CANCELLED = 8109
-    REVOKED = 8110
-    SUBMIT_REJECTED = 8201
-    JOB_LOST = 8202
-    SUBMIT_LOST = 8203
-    PILOTS_FAILED = 8301
-    CVMFS = 8302
+    - 2064: the stock "wrapper got cvmfs repos issue" (pilot-wrapper category);
+    - 5601: the stock "submission command failed (exit code = N) ..." (Slurm block);
+    - 5650-5698: this package's own block inside the Slurm section (5.6) of the batch-system
+      category; every diagnosis of that block starts with "Slurm " and so also matches the
+      stock Slurm catch-all 5699 "Slurm .*".
+    """
+
+    CVMFS = 2064
+    SUBMIT_REJECTED = 5601
+    NONZERO_EXIT = 5651
+    SLURM_FAILED = 5652
+    NODE_FAIL = 5653
+    BOOT_FAIL = 5654
+    OUT_OF_MEMORY = 5655
+    DEADLINE = 5656
+    TIMEOUT = 5657
+    PREEMPTED = 5658
+    CANCELLED = 5659
+    REVOKED = 5660
+    JOB_LOST = 5661
+    SUBMIT_LOST = 5662
+    PILOTS_FAILED = 5663
+    WRONG_JOB = 5664
+
+
+#: The stock message pattern each code's diagnosis matches (docs/errors.md; tests check it).
+ERROR_PATTERNS: dict[int, str] = {
+    ErrorCode.CVMFS: r"wrapper got cvmfs repos issue",
+    ErrorCode.SUBMIT_REJECTED: r"submission command failed \(exit code = .*\).*",
+    ErrorCode.NONZERO_EXIT: r"Slurm job (completed|failed) with non-zero exit code .*",
+    ErrorCode.SLURM_FAILED: r"Slurm job failed.*",
+    ErrorCode.NODE_FAIL: r"Slurm job hit a node failure \(NODE_FAIL\).*",
+    ErrorCode.BOOT_FAIL: r"Slurm job hit a node boot failure \(BOOT_FAIL\).*",
+    ErrorCode.OUT_OF_MEMORY: r"Slurm job ran out of memory \(OUT_OF_MEMORY\).*",
+    ErrorCode.DEADLINE: r"Slurm job reached its deadline before start \(DEADLINE\).*",
+    ErrorCode.TIMEOUT: r"Slurm job reached its walltime \(TIMEOUT\).*",
+    ErrorCode.PREEMPTED: r"Slurm job was preempted \(PREEMPTED\).*",
+    ErrorCode.CANCELLED: r"Slurm job cancelled.*",
+    ErrorCode.REVOKED: r"Slurm job revoked by a sibling cluster \(REVOKED\).*",
+    ErrorCode.JOB_LOST: r"Slurm job .* vanished: .*",
+    ErrorCode.SUBMIT_LOST: r"Slurm job never appeared .*",
+    ErrorCode.PILOTS_FAILED: r"Slurm job pilots failed: .*",
+    ErrorCode.WRONG_JOB: r"Slurm job .* is not this worker's .*",
+}
 
 
 class SlurmState(enum.Enum):
@@ -67,6 +97,9 @@ class SlurmState(enum.Enum):
     STOPPED = ("STOPPED", "ST")
     SUSPENDED = ("SUSPENDED", "S")
     TIMEOUT = ("TIMEOUT", "TO")
+    #: a state text we cannot read (a new Slurm state, a truncated ``OUT_OF_ME+``): neither
+    #: live nor final; the worker keeps its status ("could not check") for that row only
+    UNKNOWN = ("UNKNOWN", "?")
 
     @property
     def long_name(self) -> str:
@@ -86,8 +119,13 @@ class SlurmState(enum.Enum):
 
         Raises ValueError naming the text when it is no Slurm state.
         """
-        word = (text or "").strip().split(" ", 1)[0].rstrip("+").upper()
+        raw = (text or "").strip().split(" ", 1)[0].upper()
+        word = raw.rstrip("+")
         state = _BY_NAME.get(word)
+        if state is None and raw.endswith("+") and len(word) >= 3:
+            # sacct cut the column (``OUT_OF_ME+``): the one long name it starts
+            matches = {s for name, s in _BY_NAME.items() if len(name) > 3 and name.startswith(word)}
+            state = matches.pop() if len(matches) == 1 else None
         if state is None:
             raise ValueError(f"unknown Slurm job state {text!r}")
         return state
@@ -95,8 +133,9 @@ class SlurmState(enum.Enum):
 
 _BY_NAME: dict[str, SlurmState] = {}
 for _s in SlurmState:
-    _BY_NAME[_s.long_name] = _s
-    _BY_NAME[_s.code] = _s
+    if _s is not SlurmState.UNKNOWN:
+        _BY_NAME[_s.long_name] = _s
+        _BY_NAME[_s.code] = _s
 
 _FINAL = frozenset(
     {
@@ -125,13 +164,22 @@ _LIVE = {
 
 # Final failure states with their cause.
 _FAILED_CAUSE = {
-    SlurmState.FAILED: (ErrorCode.SLURM_FAILED, "job failed"),
-    SlurmState.NODE_FAIL: (ErrorCode.NODE_FAIL, "node failure (NODE_FAIL)"),
-    SlurmState.BOOT_FAIL: (ErrorCode.BOOT_FAIL, "node boot failure (BOOT_FAIL)"),
-    SlurmState.OUT_OF_MEMORY: (ErrorCode.OUT_OF_MEMORY, "out of memory (OUT_OF_MEMORY)"),
-    SlurmState.DEADLINE: (ErrorCode.DEADLINE, "deadline reached before start (DEADLINE)"),
-    SlurmState.REVOKED: (ErrorCode.REVOKED, "revoked by a sibling cluster (REVOKED)"),
-    SlurmState.SPECIAL_EXIT: (ErrorCode.SLURM_FAILED, "special exit (SPECIAL_EXIT)"),
+    SlurmState.FAILED: (ErrorCode.SLURM_FAILED, "Slurm job failed"),
+    SlurmState.NODE_FAIL: (ErrorCode.NODE_FAIL, "Slurm job hit a node failure (NODE_FAIL)"),
+    SlurmState.BOOT_FAIL: (ErrorCode.BOOT_FAIL, "Slurm job hit a node boot failure (BOOT_FAIL)"),
+    SlurmState.OUT_OF_MEMORY: (
+        ErrorCode.OUT_OF_MEMORY,
+        "Slurm job ran out of memory (OUT_OF_MEMORY)",
+    ),
+    SlurmState.DEADLINE: (
+        ErrorCode.DEADLINE,
+        "Slurm job reached its deadline before start (DEADLINE)",
+    ),
+    SlurmState.REVOKED: (ErrorCode.REVOKED, "Slurm job revoked by a sibling cluster (REVOKED)"),
+    SlurmState.SPECIAL_EXIT: (
+        ErrorCode.SLURM_FAILED,
+        "Slurm job failed: special exit (SPECIAL_EXIT)",
+    ),
 }
 
 _EXIT = re.compile(r"^\s*(-?\d+)(?::(\d+))?\s*$")
@@ -153,7 +201,8 @@ def parse_exit_code(text: str | int | None) -> tuple[int | None, int | None]:
 class Verdict:
     """What a Slurm record means for the worker."""
 
-    status: str
+    #: a WorkSpec status, or None: "could not check" (a state we cannot read)
+    status: str | None
     diagnosis: str = ""
     error_code: int | None = None
 
@@ -176,6 +225,8 @@ def judge(
     ``state_text`` is the scheduler's own text, e.g. ``CANCELLED by 1234`` (who cancelled).
     """
     why = f" (reason: {reason})" if reason and reason not in ("None", "none") else ""
+    if state is SlurmState.UNKNOWN:
+        return Verdict(None, f"unrecognised Slurm state {state_text!r}; keeping the status")
     if state in _LIVE:
         return Verdict(_LIVE[state], f"{state.long_name}{why}" if why else "")
     exit_text = "" if exit_code is None else f", exit code {exit_code}"
@@ -185,7 +236,7 @@ def judge(
         verb = "completed" if state is SlurmState.COMPLETED else "failed"
         return Verdict(
             WorkSpec.ST_failed,
-            f"batch job {verb} with non-zero exit code {exit_code}{why}",
+            f"Slurm job {verb} with non-zero exit code {exit_code}{why}",
             ErrorCode.NONZERO_EXIT,
         )
     if state is SlurmState.COMPLETED:
@@ -193,11 +244,11 @@ def judge(
     if state is SlurmState.CANCELLED:
         by = state_text.split(" by ", 1)[1].strip() if " by " in state_text else ""
         who = f" by uid {by}" if by else ""
-        return Verdict(WorkSpec.ST_cancelled, f"batch job cancelled{who}{why}", ErrorCode.CANCELLED)
+        return Verdict(WorkSpec.ST_cancelled, f"Slurm job cancelled{who}{why}", ErrorCode.CANCELLED)
     if state is SlurmState.TIMEOUT:
-        return Verdict(WorkSpec.ST_finished, "batch job reached its walltime (TIMEOUT)")
+        return Verdict(WorkSpec.ST_finished, "Slurm job reached its walltime (TIMEOUT)")
     if state is SlurmState.PREEMPTED:
-        return Verdict(WorkSpec.ST_finished, "batch job was preempted (PREEMPTED)")
+        return Verdict(WorkSpec.ST_finished, "Slurm job was preempted (PREEMPTED)")
     code, cause = _FAILED_CAUSE[state]
     return Verdict(WorkSpec.ST_failed, f"{cause}{exit_text}{why}", code)
 

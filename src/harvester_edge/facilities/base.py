@@ -23,19 +23,60 @@ never used for "could not ask": that is an exception with ``transient=True``.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import time
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from ..edge.jobs import JobRecord, Resolution, SubmitReceipt
 
 
 @dataclass(frozen=True)
+class Outage:
+    """A planned outage (maintenance window) the facility announced; epoch seconds, UTC.
+
+    ``end`` None means open-ended.  Used by the throttler (an outage starting within the next
+    walltime stops new workers) and by the monitor (during one, workers keep their status)."""
+
+    start: float
+    end: float | None
+    text: str
+
+    def covers(self, t: float) -> bool:
+        return self.start <= t and (self.end is None or t < self.end)
+
+    def until_text(self) -> str:
+        if self.end is None:
+            return "until further notice"
+        return "until " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.end))
+
+
+@dataclass(frozen=True)
 class Health:
-    """The facility's own word on the machine.  ``available`` False gates submit and monitor."""
+    """The facility's own word on the machine.  ``available`` False gates submit and monitor.
+
+    ``planned`` is the outage under way when the machine is down for announced maintenance
+    (the monitor then answers each worker's last status instead of "could not check");
+    ``outages`` are the announced ones still to come or under way (the throttler's horizon)."""
 
     available: bool
     state: str
     message: str = ""
+    planned: Outage | None = None
+    outages: tuple[Outage, ...] = ()
+
+
+@dataclass(frozen=True)
+class CredentialFacts:
+    """What the plugins may know about a client's credential: never the secret itself.
+
+    ``problem`` says why the credential cannot be used right now (unreadable key file, refused
+    by the facility moments ago); ``expires_at`` (epoch seconds) is when it stops working,
+    when the facility or the credential tells.  Read without network I/O."""
+
+    kind: str
+    identity: str = ""
+    expires_at: float | None = None
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +100,8 @@ class FacilityClient(abc.ABC):
     supports_files: bool = False
     #: maximum number of ids per bulk query request
     max_query_ids: int = 500
+    #: the sharing key (set by ``registry.shared_client``); caches keyed on it
+    cache_key: Hashable = None
 
     @abc.abstractmethod
     def health(self) -> Health:
@@ -95,6 +138,16 @@ class FacilityClient(abc.ABC):
     def read_text(self, path: str) -> str | None:
         """A small text file from the facility, or None when it does not exist."""
         return None
+
+    def read_texts(self, paths: Sequence[str]) -> dict[str, str | None]:
+        """Many small files in as few requests as the service allows: path -> text, or None
+        when the file does not exist.  Paths absent from the answer could not be read now.
+        The default reads one by one; clients with a bulk channel override it."""
+        return {path: self.read_text(path) for path in paths}
+
+    def credential(self) -> CredentialFacts:
+        """The credential's facts for the throttler and the credential manager (no I/O)."""
+        return CredentialFacts(kind="none")
 
     def close(self) -> None:  # noqa: B027 (optional hook: most clients hold nothing)
         """Release connections (used by tests and the CLI)."""

@@ -25,6 +25,7 @@ def shared_client(key: Hashable, factory: Callable[[], C]) -> C:
         client = _clients.get(key)
         if client is None:
             client = factory()
+            client.cache_key = key  # health and watch caches are keyed like the client
             _clients[key] = client
         return client  # type: ignore[return-value]
 

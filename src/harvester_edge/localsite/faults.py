@@ -1,10 +1,10 @@
 """Fault-injection knobs for the loopback gateways.
 
 The failure modes that hurt edge-API clients in production (slow answers, 5xx bursts, a submit
-POST that times out *after* the job was created, a server that accepts and never answers,
-machine outages, short-lived tokens answered with 403) must be reproducible in tests.  One
-``Knobs`` object holds them; tests and the demo CLI change them at runtime (directly, through
-``update()``, or through the gateway's ``POST /_admin/knobs``).
+POST that times out or fails with a 5xx *after* the job was created, a server that accepts and
+never answers, machine outages, short-lived tokens answered with 403) must be reproducible in
+tests.  One ``Knobs`` object holds them; tests and the demo CLI change them at runtime (directly,
+through ``update()``, or through the gateway's ``POST /_admin/knobs``).
 
 Every attribute assignment is validated and wakes waiters, so a request stuck in ``hang`` is
 released as soon as ``hang`` is cleared.  Waits always also watch a stop ``threading.Event``,
@@ -20,6 +20,8 @@ from typing import Any
 
 MACHINE_STATES = ("active", "degraded", "unavailable", "other")
 ERROR_CODES = (500, 502, 503)
+#: Statuses of ``error_after_submit``: what a proxy or server answers when it fails late.
+AFTER_SUBMIT_CODES = (500, 502, 503, 504)
 
 
 def _nonneg(name: str, value: Any) -> float:
@@ -53,10 +55,10 @@ def _coerce(name: str, value: Any) -> Any:
     """Validate one knob value; raises ValueError/TypeError with the knob's name."""
     if name in ("latency", "task_delay", "post_timeout", "token_lifetime"):
         return _nonneg(name, value)
-    if name == "error_rate":
+    if name in ("error_rate", "error_after_submit"):
         rate = float(value)
         if not 0.0 <= rate <= 1.0:
-            raise ValueError("error_rate must be between 0 and 1")
+            raise ValueError(f"{name} must be between 0 and 1")
         return rate
     if name in ("hang", "error_on_token", "maintenance"):
         return _boolean(name, value)
@@ -89,11 +91,19 @@ class Knobs:
     :ivar error_on_token: also inject errors on the token endpoint.
     :ivar error_paths: only inject errors on paths starting with one of these prefixes
         (full path like ``/api/v1.2/compute`` or API-relative like ``/compute``); empty = all.
-    :ivar seed: seed of the error generator, so a test sees the same error sequence each run.
+    :ivar seed: seed of the error generators (``error_rate`` and ``error_after_submit`` each
+        have their own), so a test sees the same error sequence each run.
     :ivar post_timeout: a job-submit POST creates the task and job, then stalls this long
         before answering (a client read timeout after the job exists).
+    :ivar error_after_submit: fraction of accepted job-submit POSTs (``POST
+        /compute/jobs/{machine}``) that create the task, wait until sbatch has run (the job
+        exists), then answer 500/502/503/504 instead of the task id: the ambiguous failure a
+        client must not retry blindly.  Drawn from its own seeded generator, so the
+        ``error_rate`` sequence does not change with it; applied after ``post_timeout``.
+    :ivar machine_status: ``active`` | ``degraded`` | ``unavailable`` | ``other``; when
+        ``unavailable`` the compute routes (submit, queries, cancel, command utility) also
+        answer 503 with a JSON error, as the machine is down.
     :ivar hang: accept connections but answer no API request until cleared or stopped.
-    :ivar machine_status: ``active`` | ``degraded`` | ``unavailable`` | ``other``.
     :ivar status_description: description in status answers (default derived from status).
     :ivar status_notes: notes in status answers.
     :ivar maintenance: a planned outage of the machine is under way now (listed by
@@ -110,6 +120,7 @@ class Knobs:
     seed: int | None = None
     post_timeout: float = 0.0
     hang: bool = False
+    error_after_submit: float = 0.0
     machine_status: str = "active"
     status_description: str | None = None
     status_notes: list[str] = field(default_factory=list)
@@ -118,10 +129,12 @@ class Knobs:
     expired_token_status: int = 403
     _cond: threading.Condition = field(init=False, repr=False, compare=False)
     _rng: random.Random = field(init=False, repr=False, compare=False)
+    _after_rng: random.Random = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_cond", threading.Condition(threading.RLock()))
         object.__setattr__(self, "_rng", random.Random(self.seed))
+        object.__setattr__(self, "_after_rng", random.Random(_after_seed(self.seed)))
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):
@@ -136,6 +149,7 @@ class Knobs:
             object.__setattr__(self, name, value)
             if name == "seed":
                 self._rng.seed(value)
+                self._after_rng.seed(_after_seed(value))
             cond.notify_all()
 
     # ------------------------------------------------------------------ public API
@@ -176,6 +190,15 @@ class Knobs:
                 return None
             return self._rng.choice(ERROR_CODES)
 
+    def draw_after_submit(self) -> int | None:
+        """Decide whether an accepted submit is answered with a 5xx after the job exists."""
+        with self._cond:
+            if self.error_after_submit <= 0:
+                return None
+            if self._after_rng.random() >= self.error_after_submit:
+                return None
+            return self._after_rng.choice(AFTER_SUBMIT_CODES)
+
     def wait_while_hung(self, stop: threading.Event, poll: float = 0.2) -> bool:
         """Block while ``hang`` is set; False when ``stop`` was set meanwhile (do not answer)."""
         with self._cond:
@@ -197,3 +220,8 @@ class Knobs:
             "degraded": "System Degraded",
             "unavailable": "System Unavailable",
         }.get(self.machine_status, "System status unknown")
+
+
+def _after_seed(seed: int | None) -> str | None:
+    """Seed of the ``error_after_submit`` generator: derived from ``seed``, distinct from it."""
+    return None if seed is None else f"after-submit:{seed}"

@@ -4,11 +4,16 @@ A loopback gateway runs as the local user (often root in CI), so its ls/download
 never reach outside the directories it was given: paths are resolved (symlinks and ``..``
 included) and must stay inside one of ``roots``.  Answers mimic SFAPI's shapes, including
 its "No such file or directory" wording, which sfapi_client checks for.
+
+Symbolic links: ``ls`` reports a link as a link (``ls -l`` style, type ``l`` and ``name ->
+target``) while confinement is checked on the path it resolves to; an upload never writes
+through a link (the final component is opened with ``O_NOFOLLOW``), dangling or not.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import grp
 import os
 import pwd
@@ -24,6 +29,10 @@ class OutsideRoots(PermissionError):
     """The path resolves outside every allowed root."""
 
 
+class SymlinkRefused(PermissionError):
+    """An upload named a symbolic link: the gateway never writes through links."""
+
+
 class FileArea:
     """Files under ``roots``; relative paths are taken relative to ``home``."""
 
@@ -31,12 +40,16 @@ class FileArea:
         self.roots = [Path(os.path.realpath(r)) for r in roots]
         self.home = Path(home)
 
+    def lexical(self, raw: str) -> Path:
+        """The request path as given (relative ones under ``home``), no link resolved."""
+        return Path(raw) if raw.startswith("/") else self.home / raw
+
     def resolve(self, raw: str, for_write: bool = False) -> Path:
         """Resolve a request path and check confinement; raise OutsideRoots if it escapes.
 
         For a write the file may not exist yet, so its parent directory is resolved instead.
         """
-        path = Path(raw) if raw.startswith("/") else self.home / raw
+        path = self.lexical(raw)
         if for_write and not path.exists():
             real = Path(os.path.realpath(path.parent)) / path.name
         else:
@@ -48,8 +61,21 @@ class FileArea:
 
     # ------------------------------------------------------------------ operations
     def ls(self, raw: str) -> dict[str, Any]:
-        """SFAPI DirectoryOutput: one entry (full path) for a file, ``.``/``..``/children else."""
+        """SFAPI DirectoryOutput: one entry (full path) for a file, ``.``/``..``/children else.
+
+        A symbolic link named without a trailing slash is one ``l`` entry ``path -> target``
+        (like ``ls -l``), also when it points to a directory; confinement is still checked on
+        the resolved path, so a link out of the roots is refused like its target.
+        """
         path = self.resolve(raw)
+        if not raw.endswith("/"):
+            link = self.lexical(raw)
+            try:
+                lst = os.lstat(link)
+            except OSError:
+                lst = None
+            if lst is not None and stat.S_ISLNK(lst.st_mode):
+                return _listing([_entry(str(link), lst, link)])
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -90,19 +116,58 @@ class FileArea:
         return {"status": "OK", "file": encoded, "is_binary": True, "error": None}
 
     def upload(self, raw: str, filename: str | None, data: bytes) -> dict[str, Any]:
-        """SFAPI UploadResult; uploading onto a directory stores ``filename`` inside it."""
+        """SFAPI UploadResult; uploading onto a directory stores ``filename`` inside it.
+
+        Raises OutsideRoots for a path out of the roots and SymlinkRefused for a symbolic
+        link (dangling or not, wherever it points): nothing is ever written through a link.
+        """
+        _refuse_link(self.lexical(raw), raw)
         path = self.resolve(raw, for_write=True)
         if path.is_dir():
             if not filename or "/" in filename or filename in (".", ".."):
                 return _error(f"{raw}: Is a directory")
+            _refuse_link(path / filename, raw)
             path = self.resolve(str(path / filename), for_write=True)
         if not path.parent.is_dir():
             return _error(f"{raw}: No such file or directory")
         try:
-            path.write_bytes(data)
+            _write_nofollow(path, data)
+        except SymlinkRefused:
+            message = f"{raw}: is a symbolic link; uploads never follow links"
+            raise SymlinkRefused(message) from None
         except OSError as exc:
             return _error(f"{raw}: {exc.strerror}")
         return {"status": "OK", "output": f"File {path} uploaded", "error": None}
+
+
+def _refuse_link(path: Path, raw: str) -> None:
+    if path.is_symlink():
+        raise SymlinkRefused(f"{raw}: is a symbolic link; uploads never follow links")
+
+
+def _write_nofollow(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` without following a link at its last component.
+
+    The parent was resolved (no links) and checked by the caller; ``O_NOFOLLOW`` closes the
+    race where a link appears at the name after that check.  ``O_NONBLOCK`` keeps a FIFO from
+    blocking the gateway; only regular files are written.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fd = os.open(path.name, flags, 0o666, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SymlinkRefused(str(path)) from exc
+            raise
+    finally:
+        os.close(parent)
+    with os.fdopen(fd, "wb") as out:
+        if not stat.S_ISREG(os.fstat(out.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "Not a regular file")
+        out.truncate(0)
+        out.write(data)
 
 
 def _listing(entries: list[dict[str, Any]]) -> dict[str, Any]:

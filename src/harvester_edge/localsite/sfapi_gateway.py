@@ -6,6 +6,20 @@ submit/cancel tasks, bulk squeue/sacct queries, confined file utilities, machine
 the faults seen in production (see ``faults.Knobs``).  Jobs really run on the cluster named
 by ``SLURM_CONF`` so scheduler semantics are real, not mocked.
 
+The command utility (``POST /utilities/command/{machine}``, form field ``executable``) is
+asynchronous like the real one: it answers ``{"task_id", "status": "OK", "error": null}`` and
+the task's ``result`` is a JSON string ``{"status": "ok"|"error", "output": <stdout>,
+"error": <stderr when the exit status is not 0, else null>, "exit_code": <int>}`` (the keys
+``sfapi_client``'s ``Compute.run()`` reads).  Only a small allowlist runs, parsed with
+``shlex`` and started with an argument list (never a shell): ``scancel`` with job ids (``N``,
+``N_M``, ``N+M``) and ``cat`` of files inside the gateway's file roots.  Anything else gets
+an error result with ``exit_code`` null (it never ran).
+
+Also like the real API: ``DELETE /tasks/{id}`` cancels a task that has not reported yet,
+``GET /account/?username=NAME`` answers that user's account (404 for an unknown user), job ids
+may be array tasks ``N_M`` or heterogeneous components ``N+M``, and an unavailable machine
+answers its compute routes with 503.
+
 Run standalone::
 
     python -m harvester_edge.localsite.sfapi_gateway --port 8765 --key-file ~/.sfapi-local.pem
@@ -21,7 +35,10 @@ import logging
 import os
 import pwd
 import re
+import shlex
 import signal
+import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -36,7 +53,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from .faults import Knobs
-from .files import FileArea, OutsideRoots
+from .files import MAX_DOWNLOAD, FileArea, OutsideRoots, SymlinkRefused
 from .loopback import HttpRequest, LoopbackServer, Response
 from .sfapi_auth import AuthError, TokenAuthority, load_client_key, make_client_key
 from .slurm import LocalSlurm, SlurmError, validate_jobids, validate_names
@@ -49,10 +66,19 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1.2"
 TOKEN_PATH = "/oidc/token"
 KWARG_KEYS = ("jobid", "name", "user", "partition")
+#: Commands the command utility runs; everything else gets an error result.
+COMMANDS = ("cat", "scancel")
+_CAT = next((c for c in ("/bin/cat", "/usr/bin/cat") if os.path.exists(c)), "cat")
+_COMMAND_TIMEOUT = 30.0
+_COMMAND_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 
 
 class _NotFound(Exception):
     """Answer 404 (unknown machine or resource)."""
+
+
+class _Refused(Exception):
+    """A command line the command utility will not run (its task reports this error)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +114,7 @@ _ROUTES: tuple[_Route, ...] = (
     ),
     _route("GET", r"^/tasks/?$", "tasks", "_tasks"),
     _route("GET", r"^/tasks/(?P<task_id>[^/]+)/?$", "task", "_task"),
+    _route("DELETE", r"^/tasks/(?P<task_id>[^/]+)/?$", "task_delete", "_task_delete"),
     _route(
         "GET",
         r"^/utilities/(?P<op>ls|download)/(?P<machine>[^/]+)(/(?P<path>.*))?$",
@@ -95,6 +122,7 @@ _ROUTES: tuple[_Route, ...] = (
         "_files",
     ),
     _route("PUT", r"^/utilities/upload/(?P<machine>[^/]+)/(?P<path>.*)$", "utilities", "_upload"),
+    _route("POST", r"^/utilities/command/(?P<machine>[^/]+)/?$", "command", "_command"),
     _route("GET", r"^/account/?$", "account", "_account"),
 )
 
@@ -336,6 +364,9 @@ class SFAPIGateway:
 
     def _outages(self, call: _Call) -> Response:
         # One resource: a flat list; all resources: a list per resource.
+        name = call.params.get("name")
+        if name is not None and name != self.machine:
+            return 404, {"detail": f"resource not found: {name[:40]}"}
         if not self.knobs.maintenance or "/planned" not in call.request.path:
             return 200, []
         now = time.time()
@@ -352,11 +383,20 @@ class SFAPIGateway:
         return 200, [outage] if call.params.get("name") else [[outage]]
 
     def _account(self, call: _Call) -> Response:
-        uid = os.getuid()
-        try:
-            name = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            name = str(uid)
+        """The caller's account, or with ``?username=NAME`` that user's (404 if unknown)."""
+        username = _first(call.query, "username")
+        if username:
+            try:
+                entry = pwd.getpwnam(username)
+            except (KeyError, ValueError):  # ValueError: embedded NUL
+                return 404, {"detail": f"user not found: {username[:40]}"}
+            uid, name = entry.pw_uid, entry.pw_name
+        else:
+            uid = os.getuid()
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = str(uid)
         return 200, {
             "uid": uid,
             "name": name,
@@ -366,8 +406,18 @@ class SFAPIGateway:
         }
 
     # ------------------------------------------------------------------ compute
+    def _unavailable(self, **shape: Any) -> Response | None:
+        """503 with a JSON error while the machine is down (``machine_status=unavailable``)."""
+        if self.knobs.machine_status != "unavailable":
+            return None
+        message = f"{self.machine} is unavailable: {self.knobs.status_text()}"
+        return 503, {**shape, "status": "ERROR", "error": message, "detail": message}
+
     def _submit(self, call: _Call) -> Response | None:
         self._check_machine(call.params["machine"])
+        down = self._unavailable(task_id=None)
+        if down is not None:
+            return down
         form = call.form()
         job = _first(form, "job")
         if not job:
@@ -395,6 +445,16 @@ class SFAPIGateway:
                 wait_futures([task.future], timeout=0.1)
             if self._stop.wait(max(0.0, deadline - time.monotonic())):
                 return None
+        late = self.knobs.draw_after_submit()
+        if late is not None:
+            # The job must exist when the client reads the error: wait for sbatch (bounded
+            # by the Slurm command timeout), then fail.
+            deadline = time.monotonic() + self.slurm.timeout + 5
+            while not (task.future.done() or self._stop.is_set() or time.monotonic() > deadline):
+                wait_futures([task.future], timeout=0.1)
+            if self._stop.is_set():
+                return None
+            return late, {"detail": f"injected fault after submit (HTTP {late})"}
         return 200, {"task_id": task.id, "status": "OK", "error": None}
 
     def _sbatch(
@@ -409,9 +469,12 @@ class SFAPIGateway:
 
     def _query(self, call: _Call) -> Response:
         self._check_machine(call.params["machine"])
+        down = self._unavailable(output=[])
+        if down is not None:
+            return down
         filters = self._kwargs(call.query.get("kwargs", []))
         if "jobid" in call.params:
-            filters["jobids"] = validate_jobids([call.params["jobid"]])
+            filters["jobids"] = validate_jobids([unquote(call.params["jobid"])])
         sacct = _truthy(_first(call.query, "sacct", "false"))
         command = self.slurm.sacct if sacct else self.slurm.squeue
         try:
@@ -441,7 +504,10 @@ class SFAPIGateway:
 
     def _cancel(self, call: _Call) -> Response:
         self._check_machine(call.params["machine"])
-        jobid = validate_jobids([call.params["jobid"]])[0]
+        jobid = validate_jobids([unquote(call.params["jobid"])])[0]
+        down = self._unavailable(task_id=None)
+        if down is not None:
+            return down
 
         def work() -> dict[str, Any]:
             error = self.slurm.scancel([jobid])
@@ -456,8 +522,106 @@ class SFAPIGateway:
             return 404, {"detail": "task not found"}
         return 200, task
 
+    def _task_delete(self, call: _Call) -> Response:
+        """Cancel a task not yet reported; answers its document (404 for unknown ids)."""
+        task = self.tasks.cancel(call.client_id, call.params["task_id"])
+        if task is None:
+            return 404, {"detail": "task not found"}
+        return 200, task
+
     def _tasks(self, call: _Call) -> Response:
         return 200, {"tasks": self.tasks.list(call.client_id)}
+
+    # ------------------------------------------------------------------ command utility
+    def _command(self, call: _Call) -> Response:
+        self._check_machine(call.params["machine"])
+        down = self._unavailable(task_id=None)
+        if down is not None:
+            return down
+        form = call.form()
+        if "executable" not in form:
+            missing = {"loc": ["body", "executable"], "msg": "field required"}
+            return 422, {"detail": [{**missing, "type": "value_error.missing"}]}
+        work: Callable[[], dict[str, Any]]
+        try:
+            work = self._command_work(_first(form, "executable"))
+        except _Refused as exc:
+            work = partial(_refused, str(exc))
+        task = self.tasks.create(call.client_id, "command", work, self.knobs.task_delay)
+        return 200, {"task_id": task.id, "status": "OK", "error": None}
+
+    def _command_work(self, line: str) -> Callable[[], dict[str, Any]]:
+        """Check one command line against the allowlist; the work that runs it, or _Refused."""
+        try:
+            argv = shlex.split(line)
+        except ValueError as exc:
+            raise _Refused(f"cannot parse the command line: {exc}") from None
+        if not argv:
+            raise _Refused("empty command line")
+        name, args = argv[0], argv[1:]
+        if name == "scancel":
+            if not args:
+                raise _Refused("scancel: give job ids (N, N_M or N+M)")
+            try:
+                ids = validate_jobids(args)
+            except ValueError as exc:
+                raise _Refused(f"scancel: only job ids are allowed here: {exc}") from None
+            return partial(self._run_scancel, ids)
+        if name == "cat":
+            return partial(self._run_cat, self._cat_args(args))
+        allowed = ", ".join(COMMANDS)
+        raise _Refused(f"{name[:40]}: command not allowed on this gateway (allowed: {allowed})")
+
+    def _cat_args(self, args: list[str]) -> list[str]:
+        """cat's file arguments, each confined like a download; no options, no stdin."""
+        if not args:
+            raise _Refused("cat: give one or more files")
+        total = 0
+        for arg in args:
+            if arg.startswith("-"):
+                raise _Refused(f"cat: options and stdin are not allowed here: {arg[:40]!r}")
+            try:
+                path = self.files.resolve(arg)
+            except OutsideRoots as exc:
+                raise _Refused(f"cat: {exc}") from None
+            try:
+                st = path.stat()
+            except OSError:
+                continue  # missing or unreadable: cat itself reports it
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                # A FIFO or device would block or stream forever: not through this utility.
+                raise _Refused(f"cat: {arg[:80]}: not a regular file")
+            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+        if total > MAX_DOWNLOAD:
+            raise _Refused(f"cat: files larger than {MAX_DOWNLOAD} bytes in total")
+        return args
+
+    def _run_cat(self, args: list[str]) -> dict[str, Any]:
+        # The real cat, with the arguments as typed (its messages name them so) from the
+        # directory relative paths were checked against.
+        try:
+            proc = subprocess.run(
+                ["cat", "--", *args],  # argv[0] "cat": its messages read "cat: ..."
+                executable=_CAT,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                cwd=self.files.home,
+                env=_COMMAND_ENV,
+                timeout=_COMMAND_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return _refused(f"cat timed out after {_COMMAND_TIMEOUT:g} s")
+        except OSError as exc:
+            return _refused(f"cat could not run: {exc.strerror or exc}")
+        return _command_result(proc.returncode, _text(proc.stdout), _text(proc.stderr))
+
+    def _run_scancel(self, ids: list[str]) -> dict[str, Any]:
+        try:
+            code, out, err = self.slurm.scancel_plain(ids)
+        except SlurmError as exc:
+            return _refused(str(exc))
+        return _command_result(code, out, err)
 
     # ------------------------------------------------------------------ utilities
     @staticmethod
@@ -484,8 +648,29 @@ class SFAPIGateway:
             return 400, {"status": "ERROR", "error": "expected multipart form field: file"}
         try:
             return 200, self.files.upload(path, upload[0], upload[1])
-        except OutsideRoots as exc:
+        except (OutsideRoots, SymlinkRefused) as exc:
             return 403, {"status": "ERROR", "error": str(exc)}
+
+
+def _text(data: bytes | None) -> str:
+    return (data or b"").decode("utf-8", "replace")
+
+
+def _command_result(code: int, stdout: str, stderr: str) -> dict[str, Any]:
+    """A command task result as ``sfapi_client`` reads it (``status``/``output``/``error``).
+
+    stderr goes to ``error`` when the exit status is not 0 (``Compute.run()`` raises with
+    it); a successful command's stderr, if any, follows its stdout in ``output``.
+    """
+    if code == 0:
+        return {"status": "ok", "output": stdout + stderr, "error": None, "exit_code": 0}
+    error = stderr or f"exit status {code}"
+    return {"status": "error", "output": stdout, "error": error, "exit_code": code}
+
+
+def _refused(message: str) -> dict[str, Any]:
+    """The result of a command line that never ran (refused, unparsable, timed out)."""
+    return {"status": "error", "output": None, "error": message, "exit_code": None}
 
 
 def _multipart_file(content_type: str, body: bytes) -> tuple[str | None, bytes] | None:

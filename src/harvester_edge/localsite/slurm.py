@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 _SEP = "\x1f"
 
 _JOBID_RE = re.compile(r"^[0-9]{1,12}$")
+#: A job id as Slurm commands take it: plain ``N``, an array task ``N_M`` or a heterogeneous
+#: job component ``N+M`` (no ranges, steps, lists or options).
+_JOBREF_RE = re.compile(r"^[0-9]{1,12}(?:_[0-9]{1,10}|\+[0-9]{1,4})?$")
 # A leading letter/digit/underscore: nothing can ever look like an option.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,199}$")
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -98,9 +101,13 @@ class SlurmError(RuntimeError):
 
 
 def validate_jobids(jobids: Iterable[str | int]) -> list[str]:
-    """Return the ids as strings, rejecting anything but plain digits (no arrays, no options)."""
+    """Return the ids as strings: plain ``N``, array task ``N_M`` or het component ``N+M``.
+
+    Anything else (ranges like ``N_[1-3]``, steps ``N.0``, lists, options) is refused, so an
+    id can never become an option or widen a query.
+    """
     out = [str(j).strip() for j in jobids]
-    bad = [j for j in out if not _JOBID_RE.match(j)]
+    bad = [j for j in out if not _JOBREF_RE.fullmatch(j)]
     if bad:
         raise ValueError(f"invalid job id(s): {', '.join(repr(b[:20]) for b in bad[:5])}")
     return out
@@ -264,6 +271,18 @@ class LocalSlurm:
         if errors:
             return "\n".join(errors)
         return self._message(proc) if proc.returncode != 0 else None
+
+    def scancel_plain(self, jobids: Iterable[str | int]) -> tuple[int, str, str]:
+        """Run ``scancel ID...`` exactly as a user would (no ``-v``): ``(exit, stdout, stderr)``.
+
+        For the command utility, which must report what real scancel prints (22.05 prints
+        nothing and exits 0 for a job that already ended).
+        """
+        ids = validate_jobids(jobids)
+        if not ids:
+            raise ValueError("no job ids given")
+        proc = self._run(["scancel", *ids])
+        return proc.returncode, proc.stdout or "", proc.stderr or ""
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

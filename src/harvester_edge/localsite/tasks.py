@@ -5,11 +5,17 @@ the task for the outcome.  Reproducing that split matters: it is where clients l
 (timeouts after the job exists) and where "task not done yet" must not be read as failure.
 Work runs in a small bounded pool, like a real service under load; a task reports its result
 only once the work is done *and* its ``task_delay`` has elapsed.
+
+Task ids are numeric strings drawn from the wall clock (microseconds), strictly increasing in
+a process: a restarted gateway (or a new gateway process) never hands out an id it, or an
+earlier instance, already used, so a client polling an old id can never read another task.
+``DELETE /tasks/{id}`` cancels a task that has not reported yet: queued work is dropped,
+running work finishes (its effect stays, as after a revoked job of a real task queue) but the
+task reads ``cancelled`` with no result.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import threading
@@ -31,10 +37,17 @@ class Task:
     kind: str
     ready_at: float  # time.monotonic() before which the task stays "new"
     future: Future[dict[str, Any]] = field(repr=False)
+    cancelled: bool = False  # cancelled by its owner (DELETE /tasks/{id}) before reporting
+
+    def reported(self) -> bool:
+        """True once the task shows its outcome (work done and delay elapsed)."""
+        return self.future.done() and time.monotonic() >= self.ready_at
 
     def to_api(self) -> dict[str, Any]:
-        """The SFAPI task document: status new|completed|failed and a JSON string result."""
-        if not self.future.done() or time.monotonic() < self.ready_at:
+        """The SFAPI task document: status new|completed|failed|cancelled, JSON string result."""
+        if self.cancelled:
+            return {"id": self.id, "status": "cancelled", "result": None}
+        if not self.reported():
             return {"id": self.id, "status": "new", "result": None}
         exc = self.future.exception() if not self.future.cancelled() else None
         if self.future.cancelled() or exc is not None:
@@ -44,6 +57,22 @@ class Task:
         return {"id": self.id, "status": "completed", "result": json.dumps(self.future.result())}
 
 
+_id_lock = threading.Lock()
+_last_id = 0
+
+
+def new_task_id() -> str:
+    """A task id unique across stores and restarts: wall-clock microseconds, kept increasing.
+
+    Ids of an earlier process are smaller unless the clock went back or that process issued
+    more than a million tasks a second, so a fresh gateway never reuses an old id.
+    """
+    global _last_id
+    with _id_lock:
+        _last_id = max(time.time_ns() // 1000, _last_id + 1)
+        return str(_last_id)
+
+
 class TaskStore:
     """Creates tasks, runs their work in a bounded pool and answers task queries per owner."""
 
@@ -51,7 +80,6 @@ class TaskStore:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sfapi-task")
         self._tasks: dict[str, Task] = {}
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
 
     def create(
         self, owner: str, kind: str, work: Callable[[], dict[str, Any]], delay: float
@@ -59,7 +87,7 @@ class TaskStore:
         """Schedule ``work`` now; the task reports no earlier than ``delay`` seconds from now."""
         future = self._pool.submit(self._guard, kind, work)
         with self._lock:
-            task = Task(str(next(self._ids)), owner, kind, time.monotonic() + delay, future)
+            task = Task(new_task_id(), owner, kind, time.monotonic() + delay, future)
             self._tasks[task.id] = task
         return task
 
@@ -68,6 +96,20 @@ class TaskStore:
         with self._lock:
             task = self._tasks.get(task_id)
         return task.to_api() if task is not None and task.owner == owner else None
+
+    def cancel(self, owner: str, task_id: str) -> dict[str, Any] | None:
+        """Cancel a task of ``owner`` that has not reported yet; its document, None if unknown.
+
+        A task that already reported keeps its outcome (the answer shows it unchanged).
+        """
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or task.owner != owner:
+                return None
+            if not task.cancelled and not task.reported():
+                task.future.cancel()  # drops queued work; running work finishes unseen
+                task.cancelled = True
+        return task.to_api()
 
     def list(self, owner: str) -> list[dict[str, Any]]:
         """All tasks of ``owner``, oldest first."""

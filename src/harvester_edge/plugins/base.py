@@ -24,6 +24,11 @@ SUBMITTED_AT = "edgeSubmittedAt"
 LOOKUP_SINCE = "edgeLookupSince"
 MISSING_SINCE = "edgeMissingSince"
 PILOTS = "edgePilots"
+#: a job id a submit task named, not yet checked against the worker's tag
+CANDIDATE = "edgeCandidate"
+#: when a submit's outcome was ambiguous (the job may exist twice): the tag is looked up
+#: alongside the polls until the lookup grace passes, and duplicates are cancelled
+AMBIGUOUS_AT = "edgeAmbiguousAt"
 
 
 def attr(ws: WorkSpec, key: str) -> Any:

@@ -2,31 +2,47 @@
 
 Per cycle and chunk of ``chunkSize`` workers: one live-queue query; the jobs missing from it
 (or shown there in a final state) get one accounting query; asynchronous submits are resolved
-with one request; unknown submits are looked up by tag with one request.  Rules:
+in bulk; unknown submits are looked up by tag with one request per chunk.  Chunks run
+``queryConcurrency`` at a time under one time budget per call.  Rules:
 
+- a job is adopted (from a task, a lookup or a poll) only when its name is the worker's tag;
+  anything else is a loud error for that worker, never an adoption;
+- a submit task the service still reports pending keeps the worker submitted; the lookup
+  grace starts when the lookup starts; a job appearing under the tag of a worker that already
+  ended is cancelled (``edge/watch.py``), and so are duplicates under one tag;
 - a job absent from both queue and accounting is not final: it keeps its status until
-  ``missingGraceSeconds`` pass (accounting lags, caches lie), then fails as lost;
+  ``missingGraceSeconds`` pass (accounting lags, caches lie); then a final state seen only in
+  the queue is used with a note, and a job seen nowhere fails as lost;
 - a request that fails means "could not check" (``None``) for the workers it covered, never
-  "failed"; one chunk's outage does not touch the other chunks;
+  "failed"; once one request timed out, the remaining chunks answer at once;
+- during a planned outage every worker keeps its status with "maintenance until ...", so
+  Harvester's ``checkTimeout`` does not kill what waits through a maintenance window; an
+  unplanned outage is "could not check";
 - a final state comes with exit code, Slurm's reason, and, where the facility gives file
-  access, the pilots' own summary ("4 pilots, 1 failed, first failure: ...").
+  access, the pilots' own summary, read in bulk ("4 pilots, 1 failed, first failure: ...").
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..edge import tags
 from ..edge.allocations import BOOK
+from ..edge.budget import CallBudget
 from ..edge.health import GATE
 from ..edge.jobs import JobRecord, Resolution, oldest_first
+from ..edge.limits import LIMITS
 from ..edge.pilot_summary import EXIT_CVMFS, SUMMARY_FILE, PilotSummary, parse_summary
 from ..edge.states import ErrorCode, Verdict, is_submit_limit
-from ..errors import EdgeAPIError
+from ..edge.watch import WATCH
+from ..errors import EdgeAPIError, EdgeNetworkError
 from ..facilities.base import FacilityClient
 from ..harvester import PluginBase, WorkSpec
 from .base import (
+    AMBIGUOUS_AT,
+    CANDIDATE,
     LOG,
     LOOKUP_SINCE,
     MISSING_SINCE,
@@ -38,9 +54,12 @@ from .base import (
     EdgePlugin,
     attr,
     now,
-)  # fmt: skip
+)
+from .submitter import cancel_duplicates, submit_refusal
 
 Answer = tuple[str | None, str]
+
+CVMFS_PATTERN_TEXT = "wrapper got cvmfs repos issue"
 
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -53,6 +72,12 @@ def could_not(idx: list[int], answers: dict[int, Answer], what: str) -> None:
         answers[i] = (None, f"could not {what}")
 
 
+def name_mismatch(record: JobRecord, tag: str) -> bool:
+    """True when a job's name says it is not this worker's job.  Slurm 22.05's sacct names a
+    just-started job ``allocation`` for a few seconds; an empty or that name proves nothing."""
+    return bool(record.name) and record.name != "allocation" and record.name != tag
+
+
 def summary_error_code(summary: PilotSummary) -> int | None:
     """Harvester errorCode for what the pilots' summary reports (None: all pilots fine)."""
     if summary.cvmfs_error:
@@ -60,6 +85,28 @@ def summary_error_code(summary: PilotSummary) -> int | None:
     if summary.n_failed or summary.n_missing:
         return int(ErrorCode.PILOTS_FAILED)
     return None
+
+
+def summary_diagnosis(summary: PilotSummary, code: int | None) -> str:
+    """The summary's words, prefixed so the diagnosis matches its code's pattern."""
+    text = summary.diagnosis()
+    if code == ErrorCode.CVMFS:
+        return f"{CVMFS_PATTERN_TEXT}: {text}"
+    if code == ErrorCode.PILOTS_FAILED:
+        return f"Slurm job pilots failed: {text}"
+    return text
+
+
+def pause_grace_timers(ws: WorkSpec) -> None:
+    """During a planned outage nothing can appear or be accounted: restart the lookup and
+    missing-job graces, so the first check after the window does not fail workers at once."""
+    updates: dict[str, Any] = {}
+    if attr(ws, LOOKUP_SINCE):
+        updates[LOOKUP_SINCE] = now()
+    if attr(ws, MISSING_SINCE):
+        updates[MISSING_SINCE] = now()
+    if updates:
+        ws.set_work_attributes(updates)
 
 
 class EdgeMonitor(EdgePlugin, PluginBase):
@@ -77,6 +124,14 @@ class EdgeMonitor(EdgePlugin, PluginBase):
             health = GATE.check(client, self.edge_options.healthCacheSeconds)
             if not health.available:
                 message = f"{client.service}: machine {health.state}: {health.message}".strip()
+                if health.planned is not None:
+                    kept = f"{client.service}: planned maintenance {health.planned.until_text()}"
+                    for ws in workspec_list:
+                        pause_grace_timers(ws)
+                    return True, [
+                        (ws.status or WorkSpec.ST_submitted, f"{kept}; status kept")
+                        for ws in workspec_list
+                    ]
                 return True, [(None, message)] * len(workspec_list)
             self._check(client, workspec_list, answers, log)
         except Exception as exc:  # never abort the queue's update
@@ -88,22 +143,91 @@ class EdgeMonitor(EdgePlugin, PluginBase):
     def _check(
         self, client: FacilityClient, workers: list[WorkSpec], answers: dict[int, Answer], log: Any
     ) -> None:
-        size = min(self.edge_options.chunkSize, client.max_query_ids)
-        pending = [i for i, ws in enumerate(workers) if not ws.batchID and attr(ws, TASK)]
+        opts = self.edge_options
+        budget = CallBudget(opts.callDeadline)
+        size = min(opts.chunkSize, client.max_query_ids)
+        for i, ws in enumerate(workers):
+            if not ws.batchID and not attr(ws, TAG) and not attr(ws, CANDIDATE):
+                answers[i] = (WorkSpec.ST_failed, "worker has neither batch job id nor tag")
+        pending = [
+            i for i, ws in enumerate(workers)
+            if i not in answers and not ws.batchID and not attr(ws, CANDIDATE) and attr(ws, TASK)
+        ]  # fmt: skip
         if pending:
-            self._resolve_tasks(client, workers, pending, answers)
+            self._resolve_tasks(client, workers, pending, answers, budget)
         lookup = [
             i for i, ws in enumerate(workers)
-            if not ws.batchID and i not in answers and attr(ws, TAG)
+            if i not in answers and not ws.batchID and not attr(ws, CANDIDATE)
         ]  # fmt: skip
-        for part in chunks(lookup, size):
-            self._lookup(client, workers, list(part), answers)
-        tracked = [i for i, ws in enumerate(workers) if ws.batchID and i not in answers]
-        for part in chunks(tracked, size):
-            self._poll(client, workers, list(part), answers, log)
-        for i, ws in enumerate(workers):
-            if i not in answers and not ws.batchID and not attr(ws, TAG):
-                answers[i] = (WorkSpec.ST_failed, "worker has neither batch job id nor tag")
+        self._parallel(
+            chunks(lookup, size),
+            lambda part: self._lookup(client, workers, list(part), answers),
+            budget, answers, "look jobs up by tag",
+        )  # fmt: skip
+        recheck = [i for i, ws in enumerate(workers) if i not in answers and self._ambiguous(ws)]
+        for part in chunks(recheck, size):  # rare: only after ambiguous submits
+            if budget.spent():
+                break
+            try:
+                self._lookup(client, workers, list(part), answers)
+            except EdgeNetworkError as exc:
+                budget.trip(str(exc))
+                LOG.info(f"duplicate check by tag failed: {exc}")
+            except EdgeAPIError as exc:
+                LOG.info(f"duplicate check by tag failed: {exc}")
+        tracked = [
+            i for i, ws in enumerate(workers)
+            if i not in answers and (ws.batchID or attr(ws, CANDIDATE))
+        ]  # fmt: skip
+        finals: list[tuple[int, Verdict]] = []
+        self._parallel(
+            chunks(tracked, size),
+            lambda part: self._poll(client, workers, list(part), answers, finals),
+            budget, answers, "check",
+        )  # fmt: skip
+        self._finish(client, workers, finals, answers)
+        self._watch_orphans(client, budget)
+
+    def _parallel(
+        self,
+        parts: list[Sequence[int]],
+        work: Any,
+        budget: CallBudget,
+        answers: dict[int, Answer],
+        what: str,
+    ) -> None:
+        """Run ``work(part)`` for each chunk, ``queryConcurrency`` at a time, within the
+        call's budget: after a timeout or when time is up, the rest answer "could not"."""
+
+        def one(part: Sequence[int]) -> None:
+            spent = budget.spent()
+            if spent:
+                return could_not(list(part), answers, f"{what}: {spent}")
+            try:
+                work(part)
+            except EdgeNetworkError as exc:
+                budget.trip(str(exc))
+                could_not(list(part), answers, f"{what}: {exc}")
+            except EdgeAPIError as exc:
+                could_not(list(part), answers, f"{what}: {exc}")
+
+        if len(parts) <= 1:
+            for part in parts:
+                one(part)
+            return
+        with ThreadPoolExecutor(
+            max_workers=min(self.edge_options.queryConcurrency, len(parts))
+        ) as pool:
+            list(pool.map(one, parts))
+
+    def _ambiguous(self, ws: WorkSpec) -> bool:
+        """A tracked worker whose submit was ambiguous: duplicates may still appear."""
+        at = attr(ws, AMBIGUOUS_AT)
+        return (
+            bool(ws.batchID)
+            and bool(at)
+            and now() - float(at) < self.edge_options.lookupGraceSeconds
+        )
 
     def _resolve_tasks(
         self,
@@ -111,37 +235,45 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         workers: list[WorkSpec],
         idx: list[int],
         answers: dict[int, Answer],
+        budget: CallBudget,
     ) -> None:
         try:
             resolved = client.resolve([attr(workers[i], TASK) for i in idx])
+        except EdgeNetworkError as exc:
+            budget.trip(str(exc))
+            return could_not(idx, answers, f"read submit tasks: {exc}")
         except EdgeAPIError as exc:
             return could_not(idx, answers, f"read submit tasks: {exc}")
         for i in idx:
             ws = workers[i]
-            res = resolved.get(attr(ws, TASK))
-            if res is None:
-                continue  # unknown to the service (expired?): look the tag up below
-            if res.state == Resolution.DONE and res.job_id:
-                ws.batchID = res.job_id
-                ws.set_work_attributes({TASK: None})
+            task = attr(ws, TASK)
+            res = resolved.get(task)
+            if res is None or (res.state == Resolution.DONE and not res.job_id):
+                continue  # unknown to the service (expired, restarted): looked up by tag
+            if res.state == Resolution.DONE:
+                ws.set_work_attributes({CANDIDATE: res.job_id, TASK: None})  # checked by the poll
             elif res.state == Resolution.ERROR and is_submit_limit(res.error):
-                # a QOS submit limit is "not now", not a failure: Harvester makes a new worker
+                # a QOS submit limit is "not now": the throttler stops new workers for a while
+                LIMITS.hit(tags.prefix_of(attr(ws, TAG) or "") or "", res.error)
                 self._observe(ws, live=False)
-                answers[i] = (WorkSpec.ST_missed, f"submit limit reached: {res.error}")
+                answers[i] = (WorkSpec.ST_missed, f"facility submit limit reached: {res.error}")
             elif res.state == Resolution.ERROR:
-                self._final(
-                    ws,
-                    Verdict(
-                        WorkSpec.ST_failed, f"submit failed: {res.error}", ErrorCode.SUBMIT_REJECTED
-                    ),
-                    answers,
-                    i,
+                # sbatch may have created the job before it failed (a socket timeout): watch
+                WATCH.add(client.cache_key, attr(ws, TAG))
+                diag = submit_refusal(client.service, res.error)
+                verdict = Verdict(WorkSpec.ST_failed, diag, ErrorCode.SUBMIT_REJECTED)
+                self._final(ws, verdict, answers, i)
+            else:
+                age = now() - float(attr(ws, SUBMITTED_AT) or now())
+                late = (
+                    " (longer than taskTimeoutSeconds)"
+                    if age > self.edge_options.taskTimeoutSeconds
+                    else ""
                 )
-            elif (
-                now() - float(attr(ws, SUBMITTED_AT) or now())
-                < self.edge_options.taskTimeoutSeconds
-            ):
-                answers[i] = (WorkSpec.ST_submitted, f"submit task {attr(ws, TASK)} pending")
+                answers[i] = (
+                    WorkSpec.ST_submitted,
+                    f"submit task {task} pending for {age:.0f}s{late}",
+                )
 
     def _lookup(
         self,
@@ -150,36 +282,37 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         idx: list[int],
         answers: dict[int, Answer],
     ) -> None:
-        try:
-            found = client.find_by_tags([attr(workers[i], TAG) for i in idx])
-        except EdgeAPIError as exc:
-            return could_not(idx, answers, f"look jobs up by tag: {exc}")
-        duplicates: list[str] = []
+        found = client.find_by_tags([attr(workers[i], TAG) for i in idx])
         for i in idx:
             ws = workers[i]
-            jobs = oldest_first(found.get(attr(ws, TAG), []))
+            tag = attr(ws, TAG)
+            jobs = oldest_first([j for j in found.get(tag, []) if j.name == tag])
+            if ws.batchID:  # an ambiguous submit already adopted: only duplicates matter
+                extra = [
+                    j.job_id for j in jobs if j.job_id != str(ws.batchID) and not j.state.is_final
+                ]
+                if extra:
+                    cancel_duplicates(client, tag, extra)
+                continue
             if jobs:
-                ws.batchID = jobs[0].job_id
-                ws.set_work_attributes({TASK: None, LOOKUP_SINCE: None})
-                duplicates += [j.job_id for j in jobs[1:] if not j.state.is_final]
-                continue  # polled with the tracked workers
-            since = float(attr(ws, LOOKUP_SINCE) or attr(ws, SUBMITTED_AT) or now())
-            if not attr(ws, LOOKUP_SINCE):
+                ws.set_work_attributes({CANDIDATE: jobs[0].job_id, TASK: None})
+                extra = [j.job_id for j in jobs[1:] if not j.state.is_final]
+                if extra:
+                    cancel_duplicates(client, tag, extra)
+                continue  # verified and polled with the tracked workers
+            since = attr(ws, LOOKUP_SINCE)
+            if not since:
+                since = now()
                 ws.set_work_attributes({LOOKUP_SINCE: since})
-            if now() - since > self.edge_options.lookupGraceSeconds:
-                grace = self.edge_options.lookupGraceSeconds
-                diag = f"batch job never appeared (tag {attr(ws, TAG)}) within {grace:.0f}s"
+            grace = self.edge_options.lookupGraceSeconds
+            if now() - float(since) > grace:
+                diag = f"Slurm job never appeared under tag {tag} within {grace:.0f}s of looking"
+                WATCH.add(client.cache_key, tag)
                 self._final(
                     ws, Verdict(WorkSpec.ST_failed, diag, ErrorCode.SUBMIT_LOST), answers, i
                 )
             else:
                 answers[i] = (WorkSpec.ST_submitted, "waiting for the batch job to appear")
-        if duplicates:
-            LOG.warning(f"cancelling duplicate jobs {duplicates}")
-            try:
-                client.cancel(duplicates)
-            except EdgeAPIError as exc:
-                LOG.warning(f"could not cancel duplicates {duplicates}: {exc}")
 
     def _poll(
         self,
@@ -187,28 +320,30 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         workers: list[WorkSpec],
         idx: list[int],
         answers: dict[int, Answer],
-        log: Any,
+        finals: list[tuple[int, Verdict]],
     ) -> None:
-        ids = [str(workers[i].batchID) for i in idx]
-        try:
-            live = client.query(ids, final=False)
-            to_account = [j for j in ids if j not in live or live[j].state.is_final]
-            final = client.query(to_account, final=True) if to_account else {}
-        except EdgeAPIError as exc:
-            return could_not(idx, answers, f"check: {exc}")
-        for i in idx:
+        ids = [str(workers[i].batchID or attr(workers[i], CANDIDATE)) for i in idx]
+        live = client.query(ids, final=False)
+        to_account = [j for j in ids if j not in live or live[j].state.is_final]
+        final = client.query(to_account, final=True) if to_account else {}
+        for i, job_id in zip(idx, ids, strict=True):
             ws = workers[i]
-            job_id = str(ws.batchID)
             record = final.get(job_id) or live.get(job_id)
+            if record is not None and name_mismatch(record, attr(ws, TAG) or ""):
+                self._wrong_job(client, ws, record, i, answers)
+                continue
+            if not ws.batchID and record is not None and record.name == attr(ws, TAG):
+                ws.batchID = job_id  # verified: the job carries this worker's tag
+                ws.set_work_attributes({CANDIDATE: None, LOOKUP_SINCE: None})
             if record is None or (record.state.is_final and record.source != "accounting"):
-                self._missing(ws, i, answers, record)
+                self._missing(ws, i, answers, record, finals)
                 continue
             if attr(ws, MISSING_SINCE):
                 ws.set_work_attributes({MISSING_SINCE: None})
-            self._apply(client, ws, record, i, answers)
+            self._apply(ws, record, i, answers, finals)
 
     # outcomes -----------------------------------------------------------------------------
-    def _apply(
+    def _wrong_job(
         self,
         client: FacilityClient,
         ws: WorkSpec,
@@ -216,12 +351,40 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         i: int,
         answers: dict[int, Answer],
     ) -> None:
+        """A job id that names another job: never adopt it (the sweeper would kill it)."""
+        tag = attr(ws, TAG)
+        diag = (
+            f"Slurm job {record.job_id} is not this worker's: it is named {record.name!r}, "
+            f"the worker's tag is {tag!r}"
+        )
+        LOG.error(f"workerID={ws.workerID}: {diag}")
+        if ws.batchID and str(ws.batchID) == record.job_id:
+            ws.batchID = None
+            self._final(ws, Verdict(WorkSpec.ST_failed, diag, ErrorCode.WRONG_JOB), answers, i)
+            WATCH.add(client.cache_key, tag)
+            return
+        # a task's answer named someone else's job: look the worker's own job up by tag
+        ws.set_work_attributes({CANDIDATE: None, LOOKUP_SINCE: now()})
+        answers[i] = (WorkSpec.ST_submitted, f"{diag}; not adopted, looking up the tag")
+
+    def _apply(
+        self,
+        ws: WorkSpec,
+        record: JobRecord,
+        i: int,
+        answers: dict[int, Answer],
+        finals: list[tuple[int, Verdict]],
+        note: str = "",
+    ) -> None:
         verdict = record.verdict()
         ws.nativeStatus = record.native_status
         if record.exit_code is not None:
             ws.nativeExitCode = record.exit_code
         if record.nodes and record.source == "queue" and record.nodes not in ("None", "(null)"):
             ws.nodeID = record.nodes[:100]
+        if verdict.status is None:  # a state we cannot read: this row only
+            answers[i] = (None, verdict.diagnosis)
+            return
         self._observe(ws, live=not verdict.is_final)
         if not verdict.is_final:
             answers[i] = (verdict.status, verdict.diagnosis)
@@ -229,30 +392,50 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         if record.exit_code == EXIT_CVMFS and verdict.status == WorkSpec.ST_failed:
             verdict = Verdict(
                 verdict.status,
-                f"CVMFS check failed on a node (exit {EXIT_CVMFS}); {verdict.diagnosis}",
+                f"{CVMFS_PATTERN_TEXT}: CVMFS check failed on a node (exit {EXIT_CVMFS}); "
+                f"{verdict.diagnosis}",
                 ErrorCode.CVMFS,
             )
-        verdict = self._with_pilot_summary(client, ws, verdict)
-        self._final(ws, verdict, answers, i)
+        if note:
+            verdict = Verdict(
+                verdict.status, f"{verdict.diagnosis}; {note}".lstrip("; "), verdict.error_code
+            )
+        finals.append((i, verdict))
 
     def _missing(
-        self, ws: WorkSpec, i: int, answers: dict[int, Answer], record: JobRecord | None
+        self,
+        ws: WorkSpec,
+        i: int,
+        answers: dict[int, Answer],
+        record: JobRecord | None,
+        finals: list[tuple[int, Verdict]],
     ) -> None:
         since = attr(ws, MISSING_SINCE)
         if not since:
-            ws.set_work_attributes({MISSING_SINCE: now()})
             since = now()
+            ws.set_work_attributes({MISSING_SINCE: since})
         grace = self.edge_options.missingGraceSeconds
-        if now() - float(since) > grace:
-            diag = (
-                f"batch job {ws.batchID} vanished: in neither queue nor accounting for {grace:.0f}s"
+        job_id = ws.batchID or attr(ws, CANDIDATE)
+        if not ws.batchID and now() - float(since) > grace:
+            # a task named a job nobody can see: never trust it, look the tag up instead
+            LOG.warning(f"workerID={ws.workerID}: job {job_id} named by its task never showed")
+            ws.set_work_attributes({CANDIDATE: None, MISSING_SINCE: None, LOOKUP_SINCE: now()})
+            answers[i] = (
+                WorkSpec.ST_submitted,
+                f"job {job_id} named by the submit task never showed; looking up the tag",
             )
+            return
+        if now() - float(since) > grace:
+            if record is not None:  # final in the queue, never in accounting: trust the queue
+                note = f"accounting never confirmed it within {grace:.0f}s"
+                return self._apply(ws, record, i, answers, finals, note)
+            diag = f"Slurm job {job_id} vanished: in neither queue nor accounting for {grace:.0f}s"
             self._final(ws, Verdict(WorkSpec.ST_failed, diag, ErrorCode.JOB_LOST), answers, i)
             return
         seen = f" (queue says {record.native_status})" if record else ""
         answers[i] = (
             ws.status or WorkSpec.ST_submitted,
-            f"batch job {ws.batchID} not in accounting yet{seen}",
+            f"batch job {job_id} not in accounting yet{seen}",
         )
 
     def _final(self, ws: WorkSpec, verdict: Verdict, answers: dict[int, Answer], i: int) -> None:
@@ -267,37 +450,85 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         if prefix:
             BOOK.observe(prefix, tag, live)
 
-    def _with_pilot_summary(
-        self, client: FacilityClient, ws: WorkSpec, verdict: Verdict
-    ) -> Verdict:
-        """Fold the pilots' own summary into a final verdict (read once, kept in attributes:
-        Harvester checks a final worker twice before applying the status)."""
-        work_dir = attr(ws, WORK_DIR)
-        if not (client.supports_files and self.edge_options.readPilotSummary and work_dir):
-            return verdict
-        pilots = attr(ws, PILOTS)
-        if not isinstance(pilots, dict):
+    # final verdicts with the pilots' summaries, read in bulk ------------------------------
+    def _finish(
+        self,
+        client: FacilityClient,
+        workers: list[WorkSpec],
+        finals: list[tuple[int, Verdict]],
+        answers: dict[int, Answer],
+    ) -> None:
+        wanted = {}
+        if client.supports_files and self.edge_options.readPilotSummary:
+            for i, _ in finals:
+                ws = workers[i]
+                work_dir = attr(ws, WORK_DIR)
+                if work_dir and not isinstance(attr(ws, PILOTS), dict):
+                    wanted[i] = f"{work_dir.rstrip('/')}/{SUMMARY_FILE}"
+        texts: dict[str, str | None] = {}
+        if wanted:
             try:
-                text = client.read_text(f"{work_dir.rstrip('/')}/{SUMMARY_FILE}")
-                if not text:
-                    return verdict
-                summary = parse_summary(text)
+                texts = client.read_texts(sorted(set(wanted.values())))
             except EdgeAPIError as exc:
-                LOG.info(f"workerID={ws.workerID}: no pilot summary ({exc})")
-                return verdict
-            pilots = {
-                "n": summary.n_pilots,
-                "failed": summary.n_failed,
-                "diag": summary.diagnosis(),
-                "code": summary_error_code(summary),
-            }
-            ws.set_work_attributes({PILOTS: pilots})
+                LOG.info(f"pilot summaries could not be read now: {exc}")
+        for i, verdict in finals:
+            ws = workers[i]
+            if i in wanted and wanted[i] in texts:
+                ws.set_work_attributes({PILOTS: self._pilots(ws, texts[wanted[i]])})
+            self._final(ws, self._with_pilot_summary(ws, verdict), answers, i)
+
+    @staticmethod
+    def _pilots(ws: WorkSpec, text: str | None) -> dict[str, Any]:
+        """The summary as kept in work attributes ({"none": True}: no file, not asked again)."""
+        if not text:
+            return {"none": True}
+        try:
+            summary = parse_summary(text)
+        except EdgeAPIError as exc:
+            LOG.info(f"workerID={ws.workerID}: unreadable pilot summary ({exc})")
+            return {"none": True, "error": str(exc)[:200]}
+        code = summary_error_code(summary)
+        return {
+            "n": summary.n_pilots,
+            "failed": summary.n_failed,
+            "diag": summary_diagnosis(summary, code),
+            "code": code,
+        }
+
+    @staticmethod
+    def _with_pilot_summary(ws: WorkSpec, verdict: Verdict) -> Verdict:
+        """Fold the pilots' own summary (kept in attributes, so a re-check after a restart
+        does not read it again) into a final verdict.  A cancelled job stays cancelled with
+        Slurm's words first: its pilots' SIGTERM exits are the cancellation, not failures."""
+        pilots = attr(ws, PILOTS)
+        if not isinstance(pilots, dict) or pilots.get("none"):
+            return verdict
         code, diag = pilots.get("code"), str(pilots.get("diag") or "")
-        if code is None and verdict.status != WorkSpec.ST_failed:
-            return Verdict(
-                verdict.status,
-                "; ".join(x for x in (verdict.diagnosis, diag) if x),
-                verdict.error_code,
-            )
+        if verdict.status == WorkSpec.ST_cancelled or (
+            code is None and verdict.status != WorkSpec.ST_failed
+        ):
+            joined = "; ".join(x for x in (verdict.diagnosis, diag) if x)
+            return Verdict(verdict.status, joined, verdict.error_code)
         diagnosis = "; ".join(x for x in (diag, verdict.diagnosis) if x)
         return Verdict(verdict.status, diagnosis, code if code is not None else verdict.error_code)
+
+    # jobs under the tags of workers that already ended ------------------------------------
+    def _watch_orphans(self, client: FacilityClient, budget: CallBudget) -> None:
+        watched = WATCH.tags(client.cache_key, self.edge_options.orphanWatchSeconds)
+        if not watched or budget.spent():
+            return
+        size = min(self.edge_options.chunkSize, client.max_query_ids)
+        for part in chunks(watched, size):
+            try:
+                found = client.find_by_tags(list(part))
+            except EdgeAPIError as exc:
+                LOG.info(f"orphan watch could not look tags up: {exc}")
+                return
+            for tag, jobs in found.items():
+                live = [j.job_id for j in jobs if j.name == tag and not j.state.is_final]
+                if live:
+                    LOG.warning(f"tag {tag}: its worker already ended; cancelling {live}")
+                    try:
+                        client.cancel(live)
+                    except EdgeAPIError as exc:
+                        LOG.warning(f"tag {tag}: could not cancel {live}: {exc}")

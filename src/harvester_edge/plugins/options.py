@@ -36,6 +36,18 @@ class EdgeOptions:
     maxConcurrentAllocations: int = 0
     #: read the pilots' worker summary from the facility for the diagnosis
     readPilotSummary: bool = True
+    #: bulk status requests of one check_workers call run this many at a time
+    queryConcurrency: int = 4
+    #: tags of workers ended before their job showed up are watched this long (jobs
+    #: appearing under them are cancelled)
+    orphanWatchSeconds: float = 21600.0
+    #: throttler: after a facility submit limit (QOS) refusal, no new workers for this long
+    submitLimitHoldSeconds: float = 600.0
+    #: throttler: no new workers when the credential expires within this many seconds
+    credentialMarginSeconds: float = 3600.0
+    #: sweeper: the messenger's access-point template (put it in the queue's ``common``
+    #: block); sweep_worker deletes only real directories strictly inside its fixed part
+    accessPoint: str = ""
 
     def __post_init__(self) -> None:
         check(self.chunkSize >= 1, "chunkSize", f"must be >= 1, got {self.chunkSize}")
@@ -48,9 +60,15 @@ class EdgeOptions:
             check(getattr(self, key) > 0, key, f"must be > 0, got {getattr(self, key)}")
         for key in (
             "retryBackoff", "missingGraceSeconds", "taskTimeoutSeconds",
-            "lookupGraceSeconds", "killConfirmSeconds",
+            "lookupGraceSeconds", "killConfirmSeconds", "orphanWatchSeconds",
+            "submitLimitHoldSeconds", "credentialMarginSeconds",
         ):  # fmt: skip
             check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+        check(
+            1 <= self.queryConcurrency <= 16,
+            "queryConcurrency",
+            f"must be between 1 and 16, got {self.queryConcurrency}",
+        )
         check(self.retryAttempts >= 1, "retryAttempts", f"must be >= 1, got {self.retryAttempts}")
         check(
             self.maxConcurrentAllocations >= 0,

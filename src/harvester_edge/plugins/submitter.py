@@ -1,19 +1,28 @@
-"""The generic submitter: render, gate, cap, submit in parallel, never lose or duplicate.
+"""The generic submitter: render, cap, submit in parallel, never lose or duplicate.
 
 ``submit_workers`` never sleeps waiting for the facility: it posts the jobs (bounded
 concurrency), records each job id or asynchronous handle in the worker's work attributes and
-answers.  Handles are resolved by the monitor in bulk on later cycles.  A failed submit is
-classified once, here:
+answers.  Handles are resolved by the monitor in bulk on later cycles.
 
-- the facility refused the job (bad script, sbatch error): ``False``;
-- machine down, credentials refused, transient errors after retries: ``None`` (retry later);
-- an ambiguous failure (the request may have created the job): the job is looked up by its
-  tag and adopted; if it cannot be seen yet the worker is ``True`` with a pending lookup,
-  which the monitor finishes.  Nothing is ever resubmitted without a lookup first.
+What Harvester does with each answer (docs/operations.md): ``True`` -> submitted; anything
+falsy (``False`` or ``None``) -> the worker is *missed* (ERROR line, pilot error SETUPFAILURE);
+``None`` only lets push-mode jobs be retried.  So the facility's "not now" (outage, cap, submit
+limit, expired credential) belongs in the throttler (``plugins/throttler.py``), which stops
+Harvester from making workers; the guards here only answer for workers already made.  Rules:
+
+- the facility refused the job (bad script, sbatch error): ``False``, its allocation slot
+  released at once;
+- credentials refused, submit limit, a request surely never sent (connection refused, 429)
+  after the retries: ``None``, slot released;
+- an ambiguous failure (read timeout, dropped connection, any 5xx but 429): the request may
+  have created the job, so it is never sent again; the tag is looked up once, the job adopted
+  if it shows, else the worker is ``True`` and the monitor adopts whatever appears under the
+  tag (duplicates are cancelled).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -21,16 +30,28 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..edge import tags
-from ..edge.allocations import BOOK
+from ..edge.allocations import BOOK, live_counts
 from ..edge.batch import BatchConfig, WorkerInfo, render_batch_script
+from ..edge.budget import CallBudget
 from ..edge.health import GATE
 from ..edge.jobs import SubmitReceipt, oldest_first
+from ..edge.limits import LIMITS
 from ..edge.render import CONTROL_CHARS
 from ..edge.states import is_submit_limit
 from ..errors import EdgeAPIError, EdgeAuthError, EdgeConfigError, EdgeNetworkError
 from ..facilities.base import FacilityClient, SubmitRequest
 from ..harvester import PluginBase, WorkSpec, harvester_id
-from .base import LOG, LOOKUP_SINCE, SUBMITTED_AT, TAG, TASK, WORK_DIR, EdgePlugin, now
+from .base import (
+    AMBIGUOUS_AT,
+    LOG,
+    LOOKUP_SINCE,
+    SUBMITTED_AT,
+    TAG,
+    TASK,
+    WORK_DIR,
+    EdgePlugin,
+    now,
+)
 
 Outcome = tuple[bool | None, str]
 
@@ -58,19 +79,42 @@ _NUMERIC_FIELDS = ("nCore", "minRamCount", "maxDiskCount", "maxWalltime")
 
 
 def check_worker_fields(ws: WorkSpec) -> None:
-    """Refuse worker fields that cannot go into a batch script, naming the field."""
+    """Refuse worker fields that cannot go into a batch script, naming the field.
+
+    Numbers may be floats (stock ``ResourceTypeMapper`` computes memory as a float); the
+    batch renderer rounds them up to whole units."""
     for name in _WORKER_TEXT_FIELDS:
         value = getattr(ws, name, None)
         if value is not None and CONTROL_CHARS.search(str(value)):
             raise EdgeConfigError(f"worker field '{name}' contains a control character")
     for name in _NUMERIC_FIELDS:
         value = getattr(ws, name, None)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
         ):
             raise EdgeConfigError(
-                f"worker field '{name}' must be a non-negative integer, got {value!r}"
+                f"worker field '{name}' must be a non-negative number, got {value!r}"
             )
+
+
+def maybe_sent(exc: EdgeAPIError) -> bool:
+    """May this failed submit have created the job?  A read timeout or dropped connection
+    after sending, and every 5xx but 429 (SFAPI runs sbatch later inside its task, a proxy's
+    502/504 comes after the service took the request): yes.  Never send such a submit again."""
+    if isinstance(exc, EdgeNetworkError):
+        return exc.maybe_sent
+    return exc.status is not None and exc.status >= 500
+
+
+def submit_refusal(service: str, text: str) -> str:
+    """A refused submit in the words of Harvester's 5601 pattern (worker_errors.py)."""
+    code = "1" if "sbatch: error" in text else "unknown"
+    return f"submission command failed (exit code = {code}) through {service}: {text}"
 
 
 class EdgeSubmitter(EdgePlugin, PluginBase):
@@ -89,20 +133,17 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
             self._submit_all(workspec_list, results, log)
         except Exception as exc:  # never strand the batch
             log.error(f"unexpected {type(exc).__name__}: {exc}")
-            message = f"internal error ({type(exc).__name__}); will retry"
+            message = f"internal error ({type(exc).__name__})"
             results = [r if r is not None else (None, message) for r in results]
         return [r if r is not None else (None, "not submitted") for r in results]
 
     def _submit_all(self, workers: list[WorkSpec], results: list[Outcome | None], log: Any) -> None:
         opts = self.edge_options
         client = self.edge_client()
-        health = GATE.check(client, opts.healthCacheSeconds)
-        if not health.available:
-            message = (
-                f"{client.service}: machine {health.state}: {health.message}; will retry".strip()
-            )
-            log.info(message)
-            results[:] = [(None, message)] * len(workers)
+        refusal = self._gate(client)
+        if refusal:
+            log.info(refusal)
+            results[:] = [(None, refusal)] * len(workers)
             return
         todo: list[tuple[int, WorkSpec, SubmitRequest]] = []
         for i, ws in enumerate(workers):
@@ -113,12 +154,27 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
         todo = self._apply_allocation_cap(client, todo, results)
         if not todo:
             return
+        budget = CallBudget(opts.callDeadline)
         with ThreadPoolExecutor(max_workers=min(opts.submitConcurrency, len(todo))) as pool:
-            outcomes = pool.map(lambda item: self._submit_one(client, item[1], item[2]), todo)
-            for (i, ws, _), outcome in zip(todo, outcomes, strict=True):
+            outcomes = pool.map(
+                lambda item: self._submit_one(client, item[1], item[2], budget), todo
+            )
+            for (i, ws, request), outcome in zip(todo, outcomes, strict=True):
                 results[i] = outcome
+                if not outcome[0]:
+                    BOOK.released(tags.prefix_of(request.tag) or "", request.tag)
                 tmp = self.make_logger(LOG, token=f"workerID={ws.workerID}", method_name="submit")
                 tmp.info(f"{outcome[0]}: {outcome[1]}")
+
+    def _gate(self, client: FacilityClient) -> str | None:
+        """Why no worker can be submitted now (the throttler normally stopped them before)."""
+        health = GATE.check(client, self.edge_options.healthCacheSeconds)
+        if not health.available:
+            return f"{client.service}: machine {health.state}: {health.message}".strip()
+        problem = client.credential().problem
+        if problem:
+            return f"{client.service}: credential unusable: {problem}"
+        return None
 
     # steps --------------------------------------------------------------------------------
     def _prepare(self, ws: WorkSpec) -> SubmitRequest:
@@ -143,67 +199,82 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
             return todo
         prefix = tags.prefix_of(todo[0][2].tag) or ""
         with _CAP_LOCK:  # submitter threads of one queue take slots one after another
-            live = BOOK.count(prefix)
-            if live is None:
-                try:
-                    BOOK.seed(prefix, client.live_tags(prefix))
-                except (EdgeAPIError, NotImplementedError):
-                    BOOK.seed(prefix, [])
-                live = BOOK.count(prefix) or 0
-            slots = max(0, cap - live)
+            try:
+                live, fresh = live_counts(client, prefix)
+            except EdgeAPIError as exc:
+                for i, _, _ in todo:
+                    results[i] = (None, f"cannot count live allocations for the cap: {exc}")
+                return []
+            slots = max(0, cap - live - fresh)
             for i, _, _ in todo[slots:]:
                 results[i] = (
                     None,
-                    f"maxConcurrentAllocations={cap} reached ({live} live); will submit later",
+                    f"maxConcurrentAllocations={cap} reached ({live} running or queued, "
+                    f"{fresh} just submitted, {min(slots, len(todo))} taken in this cycle)",
                 )
             for _, _, request in todo[:slots]:
                 BOOK.submitted(prefix, request.tag)
         return todo[:slots]
 
-    def _submit_one(self, client: FacilityClient, ws: WorkSpec, request: SubmitRequest) -> Outcome:
+    def _submit_one(
+        self, client: FacilityClient, ws: WorkSpec, request: SubmitRequest, budget: CallBudget
+    ) -> Outcome:
         opts = self.edge_options
         ws.set_work_attributes({SUBMITTED_AT: now()})
         attempt = 0
         while True:
             attempt += 1
+            spent = budget.spent()
+            if spent:
+                return None, f"not submitted: {spent}"
             try:
                 receipt = client.submit(request)
             except EdgeAuthError as exc:
-                return None, f"credentials refused: {exc}; will retry after renewal"
+                return None, f"credentials refused: {exc}"
             except EdgeAPIError as exc:
+                if maybe_sent(exc):
+                    if isinstance(exc, EdgeNetworkError):
+                        budget.trip(str(exc))
+                    return self._after_ambiguous(client, ws, request, exc, budget)
                 if not exc.transient and is_submit_limit(str(exc)):
-                    return None, f"submit limit reached, will submit later: {exc}"
+                    LIMITS.hit(tags.prefix_of(request.tag) or "", str(exc))
+                    return None, f"facility submit limit reached: {exc}"
                 if not exc.transient:
-                    return False, f"submit refused by {client.service}: {exc}"
-                outcome = self._after_ambiguous(client, ws, request, exc)
-                if outcome is not None:
-                    return outcome
+                    return False, submit_refusal(client.service, str(exc))
                 if attempt >= opts.retryAttempts:
-                    return None, f"submit failed {attempt} times, last: {exc}; will retry"
+                    return None, f"not submitted after {attempt} attempts, last: {exc}"
                 time.sleep(min(opts.retryBackoff * 2 ** (attempt - 1), 10.0))
                 continue
             return True, self._record(ws, receipt)
 
     def _after_ambiguous(
-        self, client: FacilityClient, ws: WorkSpec, request: SubmitRequest, exc: EdgeAPIError
-    ) -> Outcome | None:
-        """Look the tag up after a failed submit.  None means: safe to try again."""
-        maybe_sent = isinstance(exc, EdgeNetworkError) and exc.maybe_sent
+        self,
+        client: FacilityClient,
+        ws: WorkSpec,
+        request: SubmitRequest,
+        exc: EdgeAPIError,
+        budget: CallBudget,
+    ) -> Outcome:
+        """The submit may have created the job: look the tag up once (when the facility is
+        still answering), never send it again; the monitor adopts what appears."""
+        ws.set_work_attributes({AMBIGUOUS_AT: now(), TASK: None})
+        unknown = f"submit outcome unknown ({exc}); the job will be looked up by its tag"
+        if budget.spent():
+            return True, unknown
         try:
             found = client.find_by_tags([request.tag]).get(request.tag, [])
-        except EdgeAPIError as lookup_error:
-            if maybe_sent:
-                ws.set_work_attributes({LOOKUP_SINCE: now()})
-                return True, f"submit outcome unknown ({exc}); job will be looked up by tag"
-            return None, f"submit failed ({exc}) and lookup failed ({lookup_error}); will retry"
-        if found:
-            job = oldest_first(found)[0]
-            return True, self._record(ws, SubmitReceipt(job_id=job.job_id)) + " (adopted by tag)"
-        if maybe_sent:
-            # the request may still create the job (or a task that will): never resubmit
-            ws.set_work_attributes({LOOKUP_SINCE: now()})
-            return True, f"submit outcome unknown ({exc}); job will be looked up by tag"
-        return None
+        except EdgeNetworkError as lookup_error:
+            budget.trip(str(lookup_error))
+            return True, unknown
+        except EdgeAPIError:
+            return True, unknown
+        jobs = oldest_first([j for j in found if j.name == request.tag])
+        if not jobs:
+            return True, unknown
+        extra = [j.job_id for j in jobs[1:] if not j.state.is_final]
+        if extra:
+            cancel_duplicates(client, request.tag, extra)
+        return True, self._record(ws, SubmitReceipt(job_id=jobs[0].job_id)) + " (adopted by tag)"
 
     @staticmethod
     def _record(ws: WorkSpec, receipt: SubmitReceipt) -> str:
@@ -213,6 +284,15 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
             return f"submitted as batch job {receipt.job_id}"
         ws.set_work_attributes({TASK: receipt.handle, LOOKUP_SINCE: None})
         return f"submitted, task {receipt.handle} pending"
+
+
+def cancel_duplicates(client: FacilityClient, tag: str, job_ids: list[str]) -> None:
+    """Cancel jobs that duplicate a worker's adopted job (same tag); logged loudly."""
+    LOG.warning(f"tag {tag}: cancelling duplicate batch jobs {job_ids}")
+    try:
+        client.cancel(job_ids)
+    except EdgeAPIError as exc:
+        LOG.warning(f"tag {tag}: could not cancel duplicates {job_ids}: {exc}")
 
 
 _CAP_LOCK = threading.Lock()

@@ -1,23 +1,44 @@
 """The generic sweeper: cancel in bulk and confirm with Slurm; clean up only what is ours.
 
-``kill_workers`` resolves workers that have no job id yet (pending task, pending lookup),
-asks the facility to cancel every job, then polls the queue and accounting (one request each
-per round) until Slurm shows each job final or ``killConfirmSeconds`` pass.  A worker is
-reported killed only when Slurm really ended its job (or it never had one).
+``kill_workers`` finds every job of each worker (its job id, plus, for workers whose submit
+is unresolved or was ambiguous, every job under its tag: duplicates die too), asks the
+facility to cancel them, then polls the queue and accounting (one request each per chunk and
+round) until Slurm shows each job final or ``killConfirmSeconds`` pass.  A worker is
+reported killed only when Slurm really ended its jobs; a job that had already ended counts
+(accounting confirms it), whatever scancel said.  A worker whose job may still appear (task
+pending, lookup within its grace) is answered False until the job is found and cancelled or
+the grace has run out; its tag is then watched, so a late job is cancelled by the monitor.
+
+``sweep_worker`` deletes only a real directory strictly inside the configured access-point
+base (``accessPoint``, the messenger's template) whose path names the worker, never through
+a symlink; anything else is answered False with the reason.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import time
 from typing import Any
 
-from ..edge.jobs import Resolution, oldest_first
-from ..errors import EdgeAPIError
+from ..edge.budget import CallBudget
+from ..edge.jobs import Resolution
+from ..edge.watch import WATCH
+from ..errors import EdgeAPIError, EdgeNetworkError
 from ..facilities.base import FacilityClient
 from ..harvester import BaseSweeper, WorkSpec
-from .base import LOG, TAG, TASK, EdgePlugin, attr
+from .base import (
+    AMBIGUOUS_AT,
+    LOG,
+    LOOKUP_SINCE,
+    SUBMITTED_AT,
+    TAG,
+    TASK,
+    EdgePlugin,
+    attr,
+    now,
+)
 from .monitor import chunks
 
 Outcome = tuple[bool, str]
@@ -48,79 +69,127 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
     def _kill(
         self, client: FacilityClient, workers: list[WorkSpec], results: dict[int, Outcome]
     ) -> None:
-        job_of = self._job_ids(client, workers, results)
-        if not job_of:
+        budget = CallBudget(self.edge_options.callDeadline)
+        jobs_of = self._jobs_to_kill(client, workers, results, budget)
+        ids = sorted({j for jobs in jobs_of.values() for j in jobs})
+        if not ids:
             return
-        ids = sorted(set(job_of.values()))
         errors: dict[str, str | None] = {}
         for part in chunks(ids, client.max_query_ids):
-            errors.update(client.cancel(list(part)))
-        ended = self._confirm(client, [j for j in ids if not errors.get(j)])
-        for i, job_id in job_of.items():
-            if job_id in ended:
-                results[i] = (True, f"batch job {job_id} {ended[job_id]}")
-            elif errors.get(job_id):
-                results[i] = (False, f"batch job {job_id}: {errors[job_id]}")
-            else:
-                results[i] = (False, f"batch job {job_id} not confirmed ended yet; will retry")
+            spent = budget.spent()
+            if spent:
+                errors.update({j: f"not asked: {spent}" for j in part})
+                continue
+            try:
+                errors.update(client.cancel(list(part)))
+            except EdgeNetworkError as exc:
+                budget.trip(str(exc))
+                errors.update({j: str(exc) for j in part})
+            except EdgeAPIError as exc:
+                errors.update({j: str(exc) for j in part})
+        # confirm every id: scancel refuses a job that already ended, accounting knows better
+        ended, unseen = self._confirm(client, ids, budget)
+        for job_id in unseen:  # Slurm refuses the id and neither queue nor accounting has it
+            if "invalid job id" in str(errors.get(job_id) or "").lower():
+                ended[job_id] = "unknown to Slurm (never ran or purged)"
+        for i, jobs in jobs_of.items():
+            open_jobs = [j for j in jobs if j not in ended]
+            if not open_jobs:
+                states = ", ".join(f"{j} {ended[j]}" for j in jobs)
+                results[i] = (True, f"batch job {states}")
+                continue
+            why = "; ".join(f"{j}: {errors[j]}" for j in open_jobs if errors.get(j))
+            results[i] = (
+                False,
+                f"batch job {', '.join(open_jobs)} not confirmed ended yet"
+                + (f" ({why})" if why else "")
+                + "; will retry",
+            )
 
-    def _job_ids(
-        self, client: FacilityClient, workers: list[WorkSpec], results: dict[int, Outcome]
-    ) -> dict[int, str]:
-        """Map worker index -> its job id, resolving tasks and tags in bulk first."""
-        job_of: dict[int, str] = {}
-        unresolved: list[int] = []
+    def _jobs_to_kill(
+        self,
+        client: FacilityClient,
+        workers: list[WorkSpec],
+        results: dict[int, Outcome],
+        budget: CallBudget,
+    ) -> dict[int, list[str]]:
+        """Worker index -> the ids of all its jobs; tasks and tags are resolved in bulk."""
+        jobs_of: dict[int, list[str]] = {}
+        by_tag: list[int] = []
         for i, ws in enumerate(workers):
             if ws.batchID:
-                job_of[i] = str(ws.batchID)
-            else:
-                unresolved.append(i)
-        if not unresolved:
-            return job_of
-        handles = [attr(workers[i], TASK) for i in unresolved if attr(workers[i], TASK)]
+                jobs_of[i] = [str(ws.batchID)]
+            if attr(ws, TAG) and (not ws.batchID or attr(ws, AMBIGUOUS_AT)):
+                by_tag.append(i)
+            elif not ws.batchID:
+                results[i] = (True, "never submitted: no batch job and no tag")
+        if not by_tag:
+            return jobs_of
+        handles = [attr(workers[i], TASK) for i in by_tag if attr(workers[i], TASK)]
         try:
             resolved = client.resolve(handles) if handles else {}
-            found = client.find_by_tags(
-                [attr(workers[i], TAG) for i in unresolved if attr(workers[i], TAG)]
-            )
+            found: dict[str, list[Any]] = {}
+            for part in chunks(by_tag, client.max_query_ids):
+                found.update(client.find_by_tags([attr(workers[i], TAG) for i in part]))
         except EdgeAPIError as exc:
-            for i in unresolved:
-                results[i] = (False, f"could not resolve the job to kill: {exc}")
-            return job_of
-        for i in unresolved:
+            if isinstance(exc, EdgeNetworkError):
+                budget.trip(str(exc))
+            for i in by_tag:
+                if i not in jobs_of:
+                    results[i] = (False, f"could not find the job to kill: {exc}")
+            return jobs_of
+        grace = self.edge_options.lookupGraceSeconds
+        for i in by_tag:
             ws = workers[i]
+            tag = attr(ws, TAG)
+            # only jobs named with the worker's tag: a task's job id is never trusted alone
+            tagged = [j.job_id for j in found.get(tag, []) if j.name == tag]
+            if tagged or ws.batchID:
+                jobs_of[i] = sorted(set(jobs_of.get(i, []) + tagged))
+                continue
             res = resolved.get(attr(ws, TASK)) if attr(ws, TASK) else None
-            jobs = found.get(attr(ws, TAG), []) if attr(ws, TAG) else []
-            if res is not None and res.state == Resolution.DONE and res.job_id:
-                job_of[i] = res.job_id
-            elif jobs:
-                job_of[i] = oldest_first(jobs)[0].job_id
+            since = float(attr(ws, LOOKUP_SINCE) or attr(ws, SUBMITTED_AT) or now())
+            if res is not None and res.state == Resolution.ERROR:
+                results[i] = (True, f"submit failed, no batch job: {res.error[:200]}")
             elif res is not None and res.state == Resolution.PENDING:
                 results[i] = (False, "submit task still pending; will kill once it has a job")
+            elif now() - since <= grace:
+                results[i] = (False, f"no job under tag {tag} yet; will look again")
             else:
-                results[i] = (True, "no batch job exists for this worker")
-        return job_of
+                WATCH.add(client.cache_key, tag)
+                results[i] = (True, f"no batch job appeared under tag {tag} within {grace:.0f}s")
+        return jobs_of
 
-    def _confirm(self, client: FacilityClient, ids: list[str]) -> dict[str, str]:
-        """Poll until Slurm shows the jobs final; returns id -> final state text."""
+    def _confirm(
+        self, client: FacilityClient, ids: list[str], budget: CallBudget
+    ) -> tuple[dict[str, str], set[str]]:
+        """Poll until Slurm shows the jobs final.  Returns id -> final state text, and the ids
+        that neither queue nor accounting showed in the last round."""
         ended: dict[str, str] = {}
+        unseen: set[str] = set()
         deadline = time.monotonic() + self.edge_options.killConfirmSeconds
         delay = 0.5
         while True:
             waiting = [j for j in ids if j not in ended]
-            if not waiting:
-                return ended
+            if not waiting or budget.spent():
+                return ended, unseen
             try:
+                unseen = set()
                 for part in chunks(waiting, client.max_query_ids):
                     live = client.query(list(part), final=False)
                     gone = [j for j in part if j not in live or live[j].state.is_final]
-                    for job_id, record in client.query(gone, final=True).items() if gone else []:
+                    accounted = client.query(gone, final=True) if gone else {}
+                    unseen |= {j for j in gone if j not in live and j not in accounted}
+                    for job_id, record in accounted.items():
                         if record.state.is_final:
                             ended[job_id] = f"ended: {record.native_status}"
+            except EdgeNetworkError as exc:
+                budget.trip(str(exc))
+                LOG.info(f"kill confirmation query failed: {exc}")
             except EdgeAPIError as exc:
                 LOG.info(f"kill confirmation query failed: {exc}")
             if time.monotonic() + delay > deadline:
-                return ended
+                return ended, unseen
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -128,17 +197,57 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
         """Remove the worker's local access point; True only once it is really gone."""
         if not workspec.accessPoint:
             return True, "no access point"
-        path = os.path.abspath(workspec.get_access_point())
-        if path.count(os.sep) < 2:
-            return False, f"refusing to delete {path}: too close to the filesystem root"
-        if os.path.lexists(path):
-            try:
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
-            except OSError as exc:
-                return False, f"could not delete {path}: {exc.strerror}"
+        try:
+            path = sweepable_dir(self.edge_options.accessPoint, workspec)
+        except SweepRefused as exc:
+            return False, str(exc)
+        if path is None:
+            return True, "access point already gone"
+        try:
+            shutil.rmtree(path)
+        except OSError as exc:
+            return False, f"could not delete {path}: {exc.strerror}"
         if os.path.lexists(path):
             return False, f"{path} still exists"
         return True, f"deleted {path}"
+
+
+class SweepRefused(Exception):
+    """The access point is not a directory the sweeper may delete (the message says why)."""
+
+
+def sweepable_dir(template: str, ws: WorkSpec) -> str | None:
+    """The worker's access point if it may be deleted, None if it does not exist.
+
+    Allowed only: a real directory (no symlink anywhere below the base), strictly inside the
+    fixed part of the access-point template (everything before its first ``${``), whose
+    relative path names the worker (its id is one of the path's components)."""
+    if not template or "${" not in template:
+        raise SweepRefused(
+            "sweeper option 'accessPoint' (the messenger's template with ${workerID}) is "
+            "needed to know which directory may be deleted"
+        )
+    base = os.path.realpath(template.split("${", 1)[0].rstrip("/") or "/")
+    if base.count(os.sep) < 2:
+        raise SweepRefused(f"refusing to delete under {base}: too close to the filesystem root")
+    path = os.path.normpath(os.path.abspath(ws.get_access_point()))
+    rel = os.path.relpath(path, base)
+    if rel == "." or rel.startswith(".."):
+        raise SweepRefused(f"refusing to delete {path}: not strictly inside {base}")
+    parts = rel.split(os.sep)
+    if str(ws.workerID) not in parts:
+        raise SweepRefused(
+            f"refusing to delete {path}: the path does not name worker {ws.workerID}"
+        )
+    current = base
+    for part in parts:
+        current = os.path.join(current, part)
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(mode):
+            raise SweepRefused(f"refusing to delete {path}: {current} is a symlink")
+    if not stat.S_ISDIR(mode):
+        raise SweepRefused(f"refusing to delete {path}: not a directory")
+    return current

@@ -1,0 +1,422 @@
+"""A scripted facility for tests: the generic plugins driven with no network and no Slurm.
+
+Like ``globus_sdk.testing``, this ships with the package so that operators and every plugin
+family can run the same conformance suite (``tests/conformance/``).  ``FakeFacility`` is a
+``FacilityClient`` with an in-memory scheduler that keeps Slurm's semantics where they matter
+to the plugins: finished jobs leave the live queue and show in accounting (after an optional
+lag), names are the jobs' tags, ids are unique and increasing, asynchronous submits resolve
+through tasks, and faults are scripted per operation:
+
+    fake.script("submit", "created_then_502")   # the next submit creates the job, then 502
+    fake.script("query", "timeout")             # the next query times out (maybe sent)
+
+The ``Fake*`` plugins bind the generic plugins to a named ``FakeFacility`` (queue-config key
+``fakeName``), exactly as ``plugins/sfapi.py`` binds them to SFAPI.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+from .edge.jobs import JobRecord, Resolution, SubmitReceipt
+from .edge.states import SlurmState
+from .errors import EdgeAPIError, EdgeAuthError, EdgeNetworkError
+from .facilities.base import CredentialFacts, FacilityClient, Health, SubmitRequest
+from .plugins.base import FacilityBinding
+from .plugins.monitor import EdgeMonitor
+from .plugins.options import EdgeOptions
+from .plugins.submitter import EdgeSubmitter
+from .plugins.sweeper import EdgeSweeper
+
+#: Scripted faults, per operation (``FakeFacility.script``):
+FAULTS = {
+    "ok": "answer normally",
+    "refuse": "the service refuses (HTTP 400-like, not transient)",
+    "limit": "sbatch refuses with a QOS submit limit",
+    "auth": "credentials refused (401/403)",
+    "connect": "cannot connect: surely not sent",
+    "timeout": "no answer in time: maybe sent, nothing done",
+    "created_then_timeout": "the job is created, then the answer is lost (read timeout)",
+    "created_then_502": "the job is created, then the service answers 502",
+    "created_then_500": "the job is created, then the service answers 500",
+    "busy_429": "429 before anything was done",
+    "hang": "the call blocks for ``hang_seconds`` then times out",
+}
+
+
+@dataclass
+class FakeJob:
+    job_id: str
+    name: str
+    state: SlurmState = SlurmState.PENDING
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str = ""
+    state_text: str = ""
+    #: when the job reached a final state (monotonic); accounting shows it after the lag
+    ended_at: float | None = None
+    submitted_at: float = field(default_factory=time.monotonic)
+    script: str = ""
+
+
+@dataclass
+class FakeTask:
+    task_id: str
+    tag: str
+    script: str
+    #: the task stays pending until this time (monotonic); None = until ``complete_tasks``
+    ready_at: float | None
+    job_id: str | None = None
+    error: str = ""
+    done: bool = False
+
+
+class FakeFacility(FacilityClient):
+    """An in-memory scheduler behind the ``FacilityClient`` interface (thread-safe)."""
+
+    service = "fake"
+
+    def __init__(
+        self,
+        *,
+        async_submit: bool = False,
+        task_delay: float | None = 0.0,
+        accounting_lag: float = 0.0,
+        queue_linger: float = 0.0,
+        supports_files: bool = True,
+        max_query_ids: int = 500,
+        hang_seconds: float = 1.0,
+        first_job_id: int = 1000,
+    ) -> None:
+        self.async_submit = async_submit
+        self.task_delay = task_delay
+        self.accounting_lag = accounting_lag
+        self.queue_linger = queue_linger
+        self.supports_files = supports_files
+        self.max_query_ids = max_query_ids
+        self.hang_seconds = hang_seconds
+        self.jobs: dict[str, FakeJob] = {}
+        self.tasks: dict[str, FakeTask] = {}
+        self.files: dict[str, str] = {}
+        self.health_answer = Health(True, "active")
+        self.credential_answer = CredentialFacts(kind="fake", identity="fake-client")
+        self.requests: Counter[str] = Counter()
+        self.cancelled: list[str] = []
+        self._faults: dict[str, deque[str]] = {}
+        self._lock = threading.RLock()
+        self._ids = itertools.count(first_job_id)
+        self._task_ids = itertools.count(1)
+
+    # scripting ----------------------------------------------------------------------------
+    def script(self, operation: str, *faults: str) -> None:
+        """Queue faults for the next calls of ``operation`` (submit, resolve, query, find,
+        cancel, read, health); each call takes one, then calls answer normally again."""
+        for fault in faults:
+            if fault not in FAULTS:
+                raise ValueError(f"unknown fault {fault!r}; known: {sorted(FAULTS)}")
+        with self._lock:
+            self._faults.setdefault(operation, deque()).extend(faults)
+
+    def always(self, operation: str, fault: str, times: int = 10_000) -> None:
+        """The same fault for the next ``times`` calls of ``operation``."""
+        self.script(operation, *([fault] * times))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _fault(self, operation: str) -> str:
+        with self._lock:
+            self.requests[operation] += 1
+            queue = self._faults.get(operation)
+            return queue.popleft() if queue else "ok"
+
+    def _raise_for(self, operation: str, fault: str) -> None:
+        """Raise the error a fault stands for (faults that create something are handled by
+        the caller first)."""
+        what = f"fake {operation}"
+        if fault == "refuse":
+            raise EdgeAPIError(f"{what}: HTTP 400: refused", status=400)
+        if fault == "limit":
+            raise EdgeAPIError(f"{what}: sbatch: error: QOSMaxSubmitJobPerUserLimit", status=400)
+        if fault == "auth":
+            raise EdgeAuthError(f"{what}: credentials refused (HTTP 401)", status=401)
+        if fault == "connect":
+            raise EdgeNetworkError(f"{what}: cannot connect (ConnectError)", maybe_sent=False)
+        if fault == "busy_429":
+            raise EdgeAPIError(f"{what}: HTTP 429", status=429, transient=True)
+        if fault == "hang":
+            time.sleep(self.hang_seconds)
+            raise EdgeNetworkError(f"{what}: no answer in time (ReadTimeout)", maybe_sent=True)
+        if fault in ("timeout", "created_then_timeout"):
+            raise EdgeNetworkError(f"{what}: no answer in time (ReadTimeout)", maybe_sent=True)
+        if fault.startswith("created_then_5"):
+            status = int(fault.rsplit("_", 1)[1])
+            raise EdgeAPIError(f"{what}: HTTP {status}", status=status, transient=True)
+
+    # the scheduler --------------------------------------------------------------------------
+    def sbatch(self, name: str, script: str = "") -> str:
+        """Create a job directly (as if someone else, or a late task, submitted it)."""
+        with self._lock:
+            job_id = str(next(self._ids))
+            self.jobs[job_id] = FakeJob(job_id=job_id, name=name, script=script)
+            return job_id
+
+    def set_state(
+        self,
+        job_id: str,
+        state: str | SlurmState,
+        *,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        reason: str = "",
+        state_text: str = "",
+    ) -> None:
+        """Move a job to a state (a final one starts the accounting lag)."""
+        st = state if isinstance(state, SlurmState) else SlurmState.parse(state)
+        with self._lock:
+            job = self.jobs[job_id]
+            job.state, job.reason = st, reason
+            job.state_text = state_text or (st.long_name if st is not SlurmState.UNKNOWN else "")
+            if exit_code is not None or st.is_final:
+                job.exit_code = exit_code if exit_code is not None else 0
+                job.signal = signal if signal is not None else 0
+            if st.is_final and job.ended_at is None:
+                job.ended_at = time.monotonic()
+
+    def finish(self, job_id: str, exit_code: int = 0) -> None:
+        self.set_state(
+            job_id, SlurmState.COMPLETED if exit_code == 0 else SlurmState.FAILED,
+            exit_code=exit_code,
+        )  # fmt: skip
+
+    def jobs_named(self, name: str) -> list[FakeJob]:
+        with self._lock:
+            return [j for j in self.jobs.values() if j.name == name]
+
+    def live_jobs(self) -> list[FakeJob]:
+        with self._lock:
+            return [j for j in self.jobs.values() if not j.state.is_final]
+
+    def complete_tasks(self) -> None:
+        """Run every pending submit task now (sbatch inside the task)."""
+        with self._lock:
+            for task in self.tasks.values():
+                task.ready_at = 0.0
+            self._run_due_tasks()
+
+    def forget_tasks(self) -> None:
+        """The service lost its task table (restart): tasks become unknown."""
+        with self._lock:
+            self._run_due_tasks()
+            self.tasks.clear()
+
+    def _run_due_tasks(self) -> None:
+        now = time.monotonic()
+        for task in self.tasks.values():
+            if not task.done and task.ready_at is not None and task.ready_at <= now:
+                task.job_id = self.sbatch(task.tag, task.script)
+                task.done = True
+
+    def _record(self, job: FakeJob, source: str) -> JobRecord:
+        return JobRecord(
+            job_id=job.job_id,
+            state=job.state,
+            source=source,
+            name=job.name,
+            state_text=job.state_text or job.state.long_name,
+            exit_code=job.exit_code if source == "accounting" else None,
+            signal=job.signal if source == "accounting" else None,
+            reason=job.reason,
+            nodes="nid001" if job.state is SlurmState.RUNNING else "",
+        )
+
+    def _in_queue(self, job: FakeJob, now: float) -> bool:
+        return job.ended_at is None or now - job.ended_at < self.queue_linger
+
+    def _in_accounting(self, job: FakeJob, now: float) -> bool:
+        if job.ended_at is None:
+            return now - job.submitted_at >= self.accounting_lag
+        return now - job.ended_at >= self.accounting_lag
+
+    # FacilityClient ------------------------------------------------------------------------
+    def health(self) -> Health:
+        fault = self._fault("health")
+        self._raise_for("health", fault)
+        return self.health_answer
+
+    def credential(self) -> CredentialFacts:
+        return self.credential_answer
+
+    def submit(self, request: SubmitRequest) -> SubmitReceipt:
+        fault = self._fault("submit")
+        creates = fault.startswith("created_then") or fault == "ok"
+        receipt = SubmitReceipt()
+        if creates:
+            with self._lock:
+                if self.async_submit:
+                    task_id = f"t{next(self._task_ids)}"
+                    delay = self.task_delay
+                    ready = None if delay is None else time.monotonic() + delay
+                    self.tasks[task_id] = FakeTask(task_id, request.tag, request.script, ready)
+                    receipt = SubmitReceipt(handle=task_id)
+                else:
+                    receipt = SubmitReceipt(job_id=self.sbatch(request.tag, request.script))
+        self._raise_for("submit", fault)
+        return receipt
+
+    def resolve(self, handles: Sequence[str]) -> dict[str, Resolution]:
+        fault = self._fault("resolve")
+        self._raise_for("resolve", fault)
+        out: dict[str, Resolution] = {}
+        with self._lock:
+            self._run_due_tasks()
+            for handle in handles:
+                task = self.tasks.get(handle)
+                if task is None:
+                    continue
+                if not task.done:
+                    out[handle] = Resolution(Resolution.PENDING)
+                elif task.error:
+                    out[handle] = Resolution(Resolution.ERROR, error=task.error)
+                else:
+                    out[handle] = Resolution(Resolution.DONE, job_id=task.job_id)
+        return out
+
+    def query(self, job_ids: Sequence[str], *, final: bool) -> dict[str, JobRecord]:
+        fault = self._fault("query")
+        self._raise_for("query", fault)
+        now = time.monotonic()
+        with self._lock:
+            self._run_due_tasks()
+            out = {}
+            for job_id in job_ids:
+                job = self.jobs.get(str(job_id))
+                if job is None:
+                    continue
+                if final and self._in_accounting(job, now):
+                    out[job.job_id] = self._record(job, "accounting")
+                elif not final and self._in_queue(job, now):
+                    out[job.job_id] = self._record(job, "queue")
+            return out
+
+    def find_by_tags(self, tags: Sequence[str]) -> dict[str, list[JobRecord]]:
+        fault = self._fault("find")
+        self._raise_for("find", fault)
+        wanted = set(tags)
+        now = time.monotonic()
+        found: dict[str, list[JobRecord]] = {}
+        with self._lock:
+            self._run_due_tasks()
+            for job in self.jobs.values():
+                if job.name not in wanted:
+                    continue
+                if self._in_queue(job, now):
+                    found.setdefault(job.name, []).append(self._record(job, "queue"))
+                elif self._in_accounting(job, now):
+                    found.setdefault(job.name, []).append(self._record(job, "accounting"))
+        return found
+
+    def cancel(self, job_ids: Sequence[str]) -> dict[str, str | None]:
+        fault = self._fault("cancel")
+        self._raise_for("cancel", fault)
+        out: dict[str, str | None] = {}
+        with self._lock:
+            for job_id in job_ids:
+                job = self.jobs.get(str(job_id))
+                if job is None:
+                    out[str(job_id)] = "scancel: error: Invalid job id specified"
+                    continue
+                self.cancelled.append(job.job_id)
+                if job.state.is_final:
+                    out[job.job_id] = (
+                        "scancel: error: Kill job error on job id "
+                        f"{job.job_id}: Job/step already completing or completed"
+                    )
+                    continue
+                self.set_state(job.job_id, SlurmState.CANCELLED, state_text="CANCELLED by 0")
+                out[job.job_id] = None
+        return out
+
+    def live_tags(self, prefix: str) -> list[str]:
+        fault = self._fault("live")
+        self._raise_for("live", fault)
+        with self._lock:
+            return [j.name for j in self.jobs.values() if not j.state.is_final and
+                    j.name.startswith(prefix)]  # fmt: skip
+
+    def read_text(self, path: str) -> str | None:
+        return self.read_texts([path]).get(path)
+
+    def read_texts(self, paths: Sequence[str]) -> dict[str, str | None]:
+        fault = self._fault("read")
+        self._raise_for("read", fault)
+        with self._lock:
+            return {p: self.files.get(p) for p in paths}
+
+
+# The fake family: the generic plugins bound to a named FakeFacility ----------------------
+_FACILITIES: dict[str, FakeFacility] = {}
+_REG_LOCK = threading.Lock()
+
+
+def register_facility(name: str, facility: FakeFacility) -> FakeFacility:
+    """Make ``facility`` the one plugins with ``fakeName=name`` talk to."""
+    with _REG_LOCK:
+        _FACILITIES[name] = facility
+    return facility
+
+
+def unregister_facilities() -> None:
+    with _REG_LOCK:
+        _FACILITIES.clear()
+
+
+@dataclass(frozen=True, kw_only=True)
+class FakeOptions(EdgeOptions):
+    fakeName: str = "default"
+
+
+class FakeBinding(FacilityBinding):
+    options_class = FakeOptions
+    options: FakeOptions
+
+    def client_key(self) -> Hashable:
+        return ("fake", self.options.fakeName)
+
+    def make_client(self) -> FacilityClient:
+        with _REG_LOCK:
+            facility = _FACILITIES.get(self.options.fakeName)
+        if facility is None:
+            raise EdgeAPIError(f"no fake facility registered as {self.options.fakeName!r}")
+        return facility
+
+
+class FakeSubmitter(EdgeSubmitter):
+    binding_class = FakeBinding
+
+
+class FakeMonitor(EdgeMonitor):
+    binding_class = FakeBinding
+
+
+class FakeSweeper(EdgeSweeper):
+    binding_class = FakeBinding
+
+
+__all__ = [
+    "FAULTS",
+    "FakeFacility",
+    "FakeJob",
+    "FakeMonitor",
+    "FakeOptions",
+    "FakeSubmitter",
+    "FakeSweeper",
+    "register_facility",
+    "unregister_facilities",
+]

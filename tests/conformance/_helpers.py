@@ -1,0 +1,94 @@
+"""Harvester's side of each plugin call, and small readers of a worker's edge state."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from harvester_edge.edge.health import GATE
+from harvester_edge.harvester import WORKER_STATUSES, WorkSpec
+from harvester_edge.plugins.base import TAG, WORK_DIR, attr
+
+QUEUE = "CONF_Q"
+
+
+# Harvester's side of each call ---------------------------------------------------------------
+def submit(sub: Any, workers: list[WorkSpec]) -> list[tuple[bool | None, str]]:
+    """``submit_workers`` as Harvester's submitter agent applies it."""
+    answers = sub.submit_workers(workers)
+    assert len(answers) == len(workers), answers
+    for ws, (ok, _) in zip(workers, answers, strict=True):
+        ws.status = WorkSpec.ST_submitted if ok else WorkSpec.ST_missed
+    return answers
+
+
+def drive(mon: Any, workers: list[WorkSpec]) -> list[tuple[str | None, str]]:
+    """``check_workers`` as Harvester's monitor agent applies it: a non-None status is set."""
+    ok, answers = mon.check_workers(workers)
+    assert ok is True, answers
+    assert len(answers) == len(workers), answers
+    for ws, (status, _) in zip(workers, answers, strict=True):
+        assert status is None or status in WORKER_STATUSES, status
+        if status is not None:
+            ws.status = status
+    return answers
+
+
+def kill(swp: Any, workers: list[WorkSpec]) -> list[tuple[bool, str]]:
+    answers = swp.kill_workers(workers)
+    assert len(answers) == len(workers), answers
+    return answers
+
+
+def tag_of(ws: WorkSpec) -> str:
+    tag = attr(ws, TAG)
+    assert tag, f"worker {ws.workerID} has no tag"
+    return str(tag)
+
+
+def work_dir_of(ws: WorkSpec) -> str:
+    return str(attr(ws, WORK_DIR))
+
+
+def only_job(facility: Any, ws: WorkSpec) -> Any:
+    """The one job under the worker's tag (fails if there are none or several)."""
+    jobs = facility.jobs_named(tag_of(ws))
+    assert len(jobs) == 1, [(j.job_id, j.state) for j in jobs]
+    return jobs[0]
+
+
+def restored(ws: WorkSpec) -> WorkSpec:
+    """The worker as Harvester reloads it from its DB after a restart (JSON columns)."""
+    new = WorkSpec()
+    for column in (
+        "workerID", "batchID", "mapType", "queueName", "status", "computingSite", "nCore",
+        "minRamCount", "maxWalltime", "accessPoint", "nativeStatus", "errorCode", "errorDiag",
+    ):  # fmt: skip
+        setattr(new, column, getattr(ws, column))
+    new.workAttributes = json.loads(json.dumps(ws.workAttributes))
+    new.workParams = json.loads(json.dumps(ws.workParams)) if ws.workParams else None
+    return new
+
+
+def set_health(facility: Any, answer: Any) -> None:
+    """The facility's status changes; the shared health cache is dropped so that plugins see
+    it now rather than after ``healthCacheSeconds``."""
+    facility.health_answer = answer
+    GATE.forget()
+
+
+def restart(monkeypatch: Any) -> None:
+    """A Harvester restart: every in-process cache is gone (shared clients, health cache,
+    orphan watch, submit limits, allocation book, throttler bindings); the DB rows stay."""
+    from harvester_edge.edge import allocations, limits, watch
+    from harvester_edge.facilities import registry
+    from harvester_edge.plugins import monitor, submitter, throttler
+
+    registry.forget_clients()
+    GATE.forget()
+    watch.WATCH.forget()
+    limits.LIMITS.forget()
+    book = allocations.AllocationBook()
+    for module in (allocations, submitter, monitor, throttler):
+        monkeypatch.setattr(module, "BOOK", book)
+    monkeypatch.setattr(throttler, "_bindings", {})

@@ -1,0 +1,189 @@
+"""The conformance suite's one family-specific part: the ``family`` fixture.
+
+Every test in ``tests/conformance/`` talks to a plugin family only through the object this
+fixture returns, so S3M, Globus Compute and IRI can run the same suite by adding an entry to
+``FAMILIES`` (a class with the interface of ``FakeFamily``).  A family gives:
+
+- ``facility``: the scheduler the tests drive (``sbatch``, ``set_state``, ``finish``,
+  ``complete_tasks``, ``forget_tasks``, ``script``/``always``, ``jobs_named``, ``live_jobs``,
+  ``requests``, ``cancelled``, ``health_answer``, ``credential_answer``, ``files``);
+- ``reconfigure(**facility_options)``: a new scheduler with other semantics (accounting lag,
+  queue linger, task delay, hang time...), used by plugins built afterwards;
+- ``plugins(**overrides) -> (submitter, monitor, sweeper)``: NEW instances each call, built
+  like Harvester's PluginFactory (``cls(**kwargs)``, the section's keys plus queueName and
+  siteName);
+- ``throttler()`` and ``queue_config(**overrides)``: the throttler and the queue config object
+  the WorkerAdjuster hands it;
+- ``workspec(worker_id, **fields)``: a WorkSpec as Harvester's worker maker makes it.
+
+Process-wide state (shared clients, health cache, submit limits, orphan watch, allocation
+book, throttler bindings, registered fakes) is reset around every test; plugin time
+(``now``) runs on a ``clock`` the tests can move forward instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from harvester_edge import testing
+from harvester_edge.edge import allocations, health, limits, watch
+from harvester_edge.edge.allocations import AllocationBook
+from harvester_edge.facilities import registry
+from harvester_edge.harvester import WorkSpec
+from harvester_edge.plugins import base, monitor, submitter, sweeper, throttler
+from harvester_edge.plugins.throttler import EdgeThrottler
+
+from ._helpers import QUEUE
+
+#: plugin options every family runs the suite with: short real-time limits, grace periods
+#: long enough never to pass by themselves (tests move ``clock`` past them instead)
+BASE_OPTIONS: dict[str, Any] = {
+    "queueName": QUEUE,
+    "siteName": QUEUE,
+    "profile": "generic",
+    "lookupGraceSeconds": 60,
+    "missingGraceSeconds": 60,
+    "taskTimeoutSeconds": 30,
+    "killConfirmSeconds": 0.5,
+    "callDeadline": 2,
+    "healthCacheSeconds": 0.01,
+    "retryBackoff": 0.01,
+    "connectTimeout": 1,
+    "readTimeout": 1,
+}
+
+
+class Clock:
+    """Plugin time (``plugins.*.now``): real time plus an offset the test moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+class FakeFamily:
+    """The generic plugins bound to ``harvester_edge.testing.FakeFacility``."""
+
+    module = "harvester_edge.testing"
+    submitter_name = "FakeSubmitter"
+    _names = itertools.count(1)
+
+    def __init__(self, root: Path, *, async_submit: bool) -> None:
+        self.root = root
+        self.async_submit = async_submit
+        self.name = ""
+        self.facility: testing.FakeFacility = self.reconfigure()
+
+    @property
+    def mode(self) -> str:
+        return "async" if self.async_submit else "sync"
+
+    def reconfigure(self, **facility_options: Any) -> testing.FakeFacility:
+        """A fresh scheduler (same submit mode unless given) for plugins built from now on."""
+        facility_options.setdefault("async_submit", self.async_submit)
+        self.name = f"conf{next(self._names)}"
+        self.facility = testing.register_facility(
+            self.name, testing.FakeFacility(**facility_options)
+        )
+        return self.facility
+
+    def options(self, **overrides: Any) -> dict[str, Any]:
+        """The queue's plugin section (common block merged, as Harvester does)."""
+        conf = dict(BASE_OPTIONS)
+        conf.update(
+            fakeName=self.name,
+            remoteWorkDir=str(self.root / "remote"),
+            accessPoint=str(self.root / "ap" / "${workerID}"),
+        )
+        conf.update(overrides)
+        return conf
+
+    def plugins(
+        self, **overrides: Any
+    ) -> tuple[testing.FakeSubmitter, testing.FakeMonitor, testing.FakeSweeper]:
+        conf = self.options(**overrides)
+        return (
+            testing.FakeSubmitter(**conf),
+            testing.FakeMonitor(**conf),
+            testing.FakeSweeper(**conf),
+        )
+
+    def queue_config(self, walltimeLimit: int = 3600, **overrides: Any) -> SimpleNamespace:
+        section = {"module": self.module, "name": self.submitter_name, **self.options(**overrides)}
+        return SimpleNamespace(queueName=QUEUE, submitter=section, walltimeLimit=walltimeLimit)
+
+    def throttler(self) -> EdgeThrottler:
+        return EdgeThrottler(queueName=QUEUE, siteName=QUEUE)
+
+    def workspec(self, worker_id: int, **fields: Any) -> WorkSpec:
+        ws = WorkSpec()
+        ws.workerID = worker_id
+        ws.computingSite = QUEUE
+        ws.queueName = QUEUE
+        ws.mapType = WorkSpec.MT_NoJob
+        ws.nCore = 1
+        ws.minRamCount = 2000
+        ws.maxWalltime = 3600
+        ws.accessPoint = str(self.root / "ap" / "${workerID}")
+        for key, value in fields.items():
+            setattr(ws, key, value)
+        return ws
+
+
+FAMILIES: dict[str, Callable[[Path], Any]] = {
+    "fake-sync": lambda root: FakeFamily(root, async_submit=False),
+    "fake-async": lambda root: FakeFamily(root, async_submit=True),
+}
+#: families whose submits return a task resolved later (SFAPI-like)
+ASYNC_FAMILIES = ["fake-async"]
+
+
+def _reset(monkeypatch: pytest.MonkeyPatch | None = None) -> None:
+    registry.forget_clients()
+    health.GATE.forget()
+    limits.LIMITS.forget()
+    watch.WATCH.forget()
+    testing.unregister_facilities()
+    if monkeypatch is not None:
+        book = AllocationBook()
+        for module in (allocations, submitter, monitor, throttler):
+            monkeypatch.setattr(module, "BOOK", book, raising=False)
+        monkeypatch.setattr(throttler, "_bindings", {})
+
+
+@pytest.fixture(autouse=True)
+def clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    _reset(monkeypatch)
+    yield
+    _reset()
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Plugin time.  The plugin modules import ``now`` by name, so each one is patched."""
+    c = Clock()
+    for module in (base, submitter, monitor, sweeper):
+        monkeypatch.setattr(module, "now", c)
+    return c
+
+
+@pytest.fixture(params=sorted(FAMILIES))
+def family(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    return FAMILIES[request.param](tmp_path)
+
+
+@pytest.fixture(params=ASYNC_FAMILIES)
+def async_family(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    return FAMILIES[request.param](tmp_path)

@@ -1,0 +1,212 @@
+"""What the monitor answers: odd rows, jobs missing from accounting, maintenance windows, the
+pilots' own summaries (cancellations, CVMFS), read in bulk."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from harvester_edge.edge.pilot_summary import SUMMARY_FILE
+from harvester_edge.edge.states import ERROR_PATTERNS, ErrorCode, SlurmState
+from harvester_edge.facilities.base import Health, Outage
+from harvester_edge.harvester import WorkSpec
+from harvester_edge.plugins.base import PILOTS, attr
+
+from ._helpers import drive, kill, set_health, submit, work_dir_of
+
+
+def tracked(family, mon, sub, worker_ids, **fields):
+    workers = [family.workspec(i, **fields) for i in worker_ids]
+    assert [ok for ok, _ in submit(sub, workers)] == [True] * len(workers)
+    drive(mon, workers)
+    assert all(ws.batchID for ws in workers)
+    return workers
+
+
+def summary(exit_codes, cvmfs_error=None):
+    pilots = [
+        {"node": f"nid00{k}", "node_index": k, "slot": 0, "start": 100, "end": 200 + k,
+         "exit_code": code}
+        for k, code in enumerate(exit_codes)
+    ]  # fmt: skip
+    return json.dumps(
+        {
+            "version": 1,
+            "expected_pilots": len(pilots),
+            "exit_code": next((c for c in exit_codes if c), 0),
+            "cvmfs_error": cvmfs_error,
+            "pilots": pilots,
+        }
+    )
+
+
+# 7. one unreadable row ----------------------------------------------------------------------
+def test_unknown_state_affects_only_its_row(family):
+    sub, mon, _ = family.plugins()
+    workers = tracked(family, mon, sub, (71, 72, 73))
+    odd, running, done = workers
+    family.facility.set_state(odd.batchID, SlurmState.UNKNOWN, state_text="OUT_OF_ME+")
+    family.facility.set_state(running.batchID, SlurmState.RUNNING)
+    family.facility.finish(done.batchID)
+    (s1, d1), (s2, _), (s3, _) = drive(mon, workers)
+    assert s1 is None and "OUT_OF_ME+" in d1
+    assert (s2, s3) == (WorkSpec.ST_running, WorkSpec.ST_finished)
+    assert odd.status == WorkSpec.ST_submitted  # kept
+    assert odd.errorCode is None
+
+
+# 8. missing from accounting -----------------------------------------------------------------
+def test_final_only_in_the_queue_past_grace(family, clock):
+    family.reconfigure(queue_linger=3600, accounting_lag=3600)
+    sub, mon, _ = family.plugins()
+    (ws,) = tracked(family, mon, sub, (81,))
+    family.facility.set_state(ws.batchID, SlurmState.RUNNING)
+    drive(mon, [ws])
+    family.facility.finish(ws.batchID)
+    ((status, diag),) = drive(mon, [ws])
+    assert status == WorkSpec.ST_running and "not in accounting yet" in diag, diag
+    clock.advance(30)
+    ((status, diag),) = drive(mon, [ws])
+    assert status == WorkSpec.ST_running, diag
+    clock.advance(40)  # past missingGraceSeconds (60)
+    ((status, diag),) = drive(mon, [ws])
+    assert status == WorkSpec.ST_finished, diag
+    assert "accounting never confirmed it" in diag
+
+
+def test_missing_everywhere_past_grace_fails_as_lost(family, clock):
+    family.reconfigure(queue_linger=0, accounting_lag=3600)
+    sub, mon, _ = family.plugins()
+    (ws,) = tracked(family, mon, sub, (82,))
+    family.facility.finish(ws.batchID)  # leaves the queue, never reaches accounting
+    ((status, diag),) = drive(mon, [ws])
+    assert status == WorkSpec.ST_submitted, diag
+    assert ws.errorCode is None
+    clock.advance(70)
+    ((status, diag),) = drive(mon, [ws])
+    assert status == WorkSpec.ST_failed
+    assert ws.errorCode == ErrorCode.JOB_LOST == 5661
+    assert re.match(ERROR_PATTERNS[5661], diag), diag
+    assert ws.batchID in diag
+
+
+# 9. maintenance ---------------------------------------------------------------------------
+def test_planned_maintenance_keeps_every_status(family):
+    sub, mon, _ = family.plugins()
+    workers = tracked(family, mon, sub, (91, 92))
+    family.facility.set_state(workers[1].batchID, SlurmState.RUNNING)
+    drive(mon, workers)
+    assert [w.status for w in workers] == [WorkSpec.ST_submitted, WorkSpec.ST_running]
+    end = time.time() + 7200
+    set_health(
+        family.facility,
+        Health(
+            False, "maintenance", "system upgrade", planned=Outage(time.time() - 60, end, "upgrade")
+        ),
+    )
+    queries = family.facility.requests["query"]
+    answers = drive(mon, workers)
+    assert [s for s, _ in answers] == [WorkSpec.ST_submitted, WorkSpec.ST_running]
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(end))
+    for _, diag in answers:
+        assert "maintenance" in diag and until in diag, diag
+    assert family.facility.requests["query"] == queries
+
+
+def test_unplanned_outage_is_could_not_check(family):
+    sub, mon, _ = family.plugins()
+    workers = tracked(family, mon, sub, (93, 94))
+    set_health(family.facility, Health(False, "unavailable", "power outage"))
+    queries = family.facility.requests["query"]
+    answers = drive(mon, workers)
+    assert [s for s, _ in answers] == [None, None]
+    assert all("unavailable" in d for _, d in answers), answers
+    assert family.facility.requests["query"] == queries
+    assert [w.status for w in workers] == [WorkSpec.ST_submitted] * 2
+
+
+# 10. a cancelled job's pilots ------------------------------------------------------------------
+def test_cancelled_job_with_sigterm_pilots_stays_cancelled(family):
+    sub, mon, swp = family.plugins()
+    (ws,) = tracked(family, mon, sub, (101,))
+    family.facility.set_state(ws.batchID, SlurmState.RUNNING)
+    drive(mon, [ws])
+    assert kill(swp, [ws])[0][0] is True
+    family.facility.files[f"{work_dir_of(ws)}/{SUMMARY_FILE}"] = summary([143, 143])
+    reads = family.facility.requests["read"]
+    ((status, diag),) = drive(mon, [ws])
+    assert status == WorkSpec.ST_cancelled
+    assert ws.errorCode == ErrorCode.CANCELLED == 5659
+    assert diag.startswith("Slurm job cancelled"), diag
+    assert re.match(ERROR_PATTERNS[5659], diag)
+    assert "2 pilots, 2 failed" in diag  # the pilots' account is kept, after Slurm's words
+    assert family.facility.requests["read"] == reads + 1
+    # Harvester checks a final worker twice: same answer, no second read
+    ((again, diag2),) = drive(mon, [ws])
+    assert (again, diag2) == (status, diag)
+    assert ws.errorCode == 5659
+    assert family.facility.requests["read"] == reads + 1
+
+
+def test_failed_pilots_name_the_first_failure(family):
+    sub, mon, _ = family.plugins()
+    (ws,) = tracked(family, mon, sub, (102,))
+    family.facility.files[f"{work_dir_of(ws)}/{SUMMARY_FILE}"] = summary([0, 7])
+    family.facility.finish(ws.batchID, exit_code=7)
+    ((status, diag),) = drive(mon, [ws])
+    assert status == WorkSpec.ST_failed
+    assert ws.errorCode == ErrorCode.PILOTS_FAILED
+    assert re.match(ERROR_PATTERNS[5663], diag), diag
+    assert "exit 7" in diag
+
+
+# 11. CVMFS --------------------------------------------------------------------------------
+def test_cvmfs_exit_code(family):
+    sub, mon, _ = family.plugins()
+    (ws,) = tracked(family, mon, sub, (111,))
+    family.facility.finish(ws.batchID, exit_code=64)
+    ((status, diag),) = drive(mon, [ws])
+    assert status == WorkSpec.ST_failed
+    assert ws.errorCode == ErrorCode.CVMFS == 2064
+    assert re.match(ERROR_PATTERNS[2064], diag), diag
+    assert ws.errorDiag == diag
+
+
+def test_cvmfs_from_the_pilot_summary(family):
+    sub, mon, _ = family.plugins()
+    (ws,) = tracked(family, mon, sub, (112,))
+    family.facility.files[f"{work_dir_of(ws)}/{SUMMARY_FILE}"] = summary(
+        [64], cvmfs_error="nid000: atlas.cern.ch not mounted"
+    )
+    family.facility.finish(ws.batchID, exit_code=64)
+    ((status, diag),) = drive(mon, [ws])
+    assert status == WorkSpec.ST_failed
+    assert ws.errorCode == 2064
+    assert re.match(ERROR_PATTERNS[2064], diag), diag
+    assert "atlas.cern.ch not mounted" in diag
+
+
+# 12. summaries in bulk --------------------------------------------------------------------
+def test_summaries_read_in_one_request(family):
+    sub, mon, _ = family.plugins(chunkSize=10)
+    workers = tracked(family, mon, sub, range(1200, 1250))
+    with_file = workers[:45]
+    without = workers[45:]
+    for ws in with_file:
+        family.facility.files[f"{work_dir_of(ws)}/{SUMMARY_FILE}"] = summary([0])
+    for ws in workers:
+        family.facility.finish(ws.batchID)
+    reads = family.facility.requests["read"]
+    answers = drive(mon, workers)
+    assert [s for s, _ in answers] == [WorkSpec.ST_finished] * 50
+    assert family.facility.requests["read"] == reads + 1
+    assert all(attr(ws, PILOTS)["n"] == 1 for ws in with_file)
+    assert all(attr(ws, PILOTS) == {"none": True} for ws in without)
+    assert all("1 pilots, 0 failed" in d for _, d in answers[:45]), answers[:2]
+    # the missing files are remembered: the second pass asks for nothing
+    for ws in without:
+        family.facility.files[f"{work_dir_of(ws)}/{SUMMARY_FILE}"] = summary([0])
+    answers = drive(mon, workers)
+    assert [s for s, _ in answers] == [WorkSpec.ST_finished] * 50
+    assert family.facility.requests["read"] == reads + 1
