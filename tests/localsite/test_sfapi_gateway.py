@@ -92,11 +92,11 @@ def test_missing_bad_and_expired_tokens(gateway: SFAPIGateway, sfapi: Any) -> No
     assert httpx.get(url, headers=bad, timeout=5).status_code == 403
     assert httpx.get(gateway.api_url + f"/status/{MACHINE}", timeout=5).status_code == 200
 
-    gateway.knobs.token_lifetime = 0.5
+    gateway.knobs.token_lifetime = 3
     sfapi._http_client().fetch_token()  # a fresh token with the short lifetime
     good = {"Authorization": f"Bearer {sfapi.token}"}
     assert httpx.get(url, headers=good, timeout=5).status_code == 200
-    time.sleep(0.7)
+    time.sleep(3.3)
     assert httpx.get(url, headers=good, timeout=5).status_code == 403
     gateway.knobs.expired_token_status = 401
     assert httpx.get(url, headers=good, timeout=5).status_code == 401

@@ -149,8 +149,15 @@ def test_allocation_book_counts_live_and_fresh_tags():
     book = AllocationBook(max_age=100)
     assert book.count("p") is None
     book.observe("p", "p1", live=True, now=0)
+    # the monitor's partial view never makes the count known: only the facility's list does
+    assert book.count("p", now=0) is None
+    book.seed("p", [], now=0)
     book.submitted("p", "p2", now=1)
     assert book.count("p", now=2) == 2
+    assert book.counts("p", now=2) == (1, 1)
+    book.released("p", "p2")
+    assert book.counts("p", now=2) == (1, 0)
+    book.submitted("p", "p2", now=1)
     book.observe("p", "p1", live=False, now=3)
     assert book.count("p", now=4) == 1
     assert book.count("p", now=500) == 0

@@ -79,6 +79,7 @@ def test_qos_limit_in_a_submit_task_makes_the_worker_missed_not_failed(conf):
     result = json.dumps({"status": "error", "jobid": None, "error": QOS_ERROR})
     task = {"id": "77", "status": "completed", "result": result}
     respx.get(f"{API}/tasks/").mock(return_value=httpx.Response(200, json={"tasks": [task]}))
+    respx.get(f"{API}/tasks/77").mock(return_value=httpx.Response(200, json=task))
     ws = worker(1)
     assert SFAPISubmitter(**conf).submit_workers([ws])[0][0] is True
     ok, answers = SFAPIMonitor(**conf).check_workers([ws])

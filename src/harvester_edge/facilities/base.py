@@ -1,13 +1,15 @@
 """The one interface every edge service implements (SFAPI, S3M, Globus Compute, DOE IRI).
 
-The generic plugins (``plugins/generic.py``) own the loop: render -> submit -> resolve ->
-bulk poll -> cross-check -> cancel.  A facility client only translates those steps into its
+The generic plugins (``plugins/submitter.py``, ``monitor.py``, ``sweeper.py``) own the loop:
+render -> submit -> resolve -> bulk poll -> cross-check -> cancel.  A facility client only translates those steps into its
 service's requests and parses the answers into ``JobRecord`` / ``SubmitReceipt`` /
 ``Resolution``.  How the four services fit:
 
-- SFAPI: submit is a POST that returns a *task*; ``resolve`` reads tasks in bulk (``GET
-  /tasks``); ``query`` is squeue (``sacct=false``) or sacct (``sacct=true``) for a list of ids;
-  ``find_by_tags`` is the same with ``name=``; cancel is an async DELETE per job.
+- SFAPI: submit is a POST that returns a *task*; ``resolve`` reads tasks (one by one for a
+  few, else the list); ``query`` is squeue (``sacct=false``) or sacct (``sacct=true``) for a
+  list of ids; ``find_by_tags`` is the same with ``name=``; cancel is one ``scancel`` of a chunk
+  of ids through the command utility (DELETE per job where that is refused); ``read_texts`` is
+  one ``cat`` of a chunk of files.
 - S3M (slurmrestd data model): submit returns a job id at once; query reads ``/jobs`` (one
   request, filter ids client-side) and ``/job/{id}`` history for final states.
 - Globus Compute: submit runs an ``sbatch`` ShellFunction, a task; ``resolve`` reads the batch

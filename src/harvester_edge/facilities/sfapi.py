@@ -82,8 +82,9 @@ class SFAPISettings:
     task_reads_max: int = 2
     #: seconds to wait for command tasks (scancel, cat) to finish, polling
     command_wait: float = 10.0
-    #: first poll interval for command tasks (doubles, at most 4 s)
-    command_poll: float = 1.0
+    #: first poll interval for command tasks (doubles, at most 4 s); scancel and cat of a
+    #: chunk finish in well under a second, so the first look comes early
+    command_poll: float = 0.1
     #: parallel requests when falling back to one request per job or file
     fallback_concurrency: int = 8
 
@@ -1057,4 +1058,8 @@ def settings_from_config(cfg: Any) -> SFAPISettings:
         policy=RetryPolicy(
             attempts=cfg.retryAttempts, backoff=cfg.retryBackoff, deadline=cfg.callDeadline
         ),
+        refusal_backoff=cfg.authRefusalBackoffSeconds,
+        cancel_chunk=min(cfg.chunkSize, 500),
+        cat_chunk=min(cfg.chunkSize, 200),
+        command_wait=min(cfg.callDeadline, 10.0),
     )

@@ -25,6 +25,8 @@ class SFAPIOptions(EdgeOptions):
     tokenUrl: str = DEFAULT_TOKEN_URL
     #: Iris client key file: client id on the first line, then the private key; mode 0600
     keyFile: str = ""
+    #: after the facility refused the credential, no request is made for this long
+    authRefusalBackoffSeconds: float = 60.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -35,6 +37,11 @@ class SFAPIOptions(EdgeOptions):
                 url.startswith(("https://", "http://")), key, f"must be an http(s) URL, got {url!r}"
             )
         check(bool(self.keyFile), "keyFile", "is required (path to the Iris client key file)")
+        check(
+            self.authRefusalBackoffSeconds >= 0,
+            "authRefusalBackoffSeconds",
+            f"must be >= 0, got {self.authRefusalBackoffSeconds}",
+        )
 
 
 class SFAPIBinding(FacilityBinding):
@@ -42,16 +49,9 @@ class SFAPIBinding(FacilityBinding):
     options: SFAPIOptions
 
     def client_key(self) -> Hashable:
-        o = self.options
-        return (
-            "sfapi",
-            o.apiUrl,
-            o.tokenUrl,
-            o.keyFile,
-            o.machine,
-            o.connectTimeout,
-            o.readTimeout,
-        )
+        """Everything that shapes the client (endpoint, credential, timeouts, retry policy):
+        a queue with another policy gets its own client, never the first queue's."""
+        return ("sfapi", settings_from_config(self.options))
 
     def make_client(self) -> FacilityClient:
         return SFAPIClient(settings_from_config(self.options))

@@ -22,7 +22,6 @@ Harvester from making workers; the guards here only answer for workers already m
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 import time
@@ -75,31 +74,15 @@ def ensure_tag(script: str, tag: str) -> str:
 
 
 _WORKER_TEXT_FIELDS = ("computingSite", "jobType", "resourceType", "pilotType", "accessPoint")
-_NUMERIC_FIELDS = ("nCore", "minRamCount", "maxDiskCount", "maxWalltime")
 
 
 def check_worker_fields(ws: WorkSpec) -> None:
-    """Refuse worker fields that cannot go into a batch script, naming the field.
-
-    Numbers may be floats (stock ``ResourceTypeMapper`` computes memory as a float); the
-    batch renderer rounds them up to whole units."""
+    """Refuse text fields that cannot go into a batch script, naming the field (numbers are
+    checked, and floats rounded up, by ``WorkerInfo.from_workspec``)."""
     for name in _WORKER_TEXT_FIELDS:
         value = getattr(ws, name, None)
         if value is not None and CONTROL_CHARS.search(str(value)):
             raise EdgeConfigError(f"worker field '{name}' contains a control character")
-    for name in _NUMERIC_FIELDS:
-        value = getattr(ws, name, None)
-        if value is None:
-            continue
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise EdgeConfigError(
-                f"worker field '{name}' must be a non-negative number, got {value!r}"
-            )
 
 
 def maybe_sent(exc: EdgeAPIError) -> bool:
