@@ -1,9 +1,9 @@
 """The one interface every edge service implements (SFAPI, S3M, Globus Compute, DOE IRI).
 
 The generic plugins (``plugins/submitter.py``, ``monitor.py``, ``sweeper.py``) own the loop:
-render -> submit -> resolve -> bulk poll -> cross-check -> cancel.  A facility client only translates those steps into its
-service's requests and parses the answers into ``JobRecord`` / ``SubmitReceipt`` /
-``Resolution``.  How the four services fit:
+render -> submit -> resolve -> bulk poll -> cross-check -> cancel.  A facility client only
+translates those steps into its service's requests and parses the answers into ``JobRecord``
+/ ``SubmitReceipt`` / ``Resolution``.  How the four services fit:
 
 - SFAPI: submit is a POST that returns a *task*; ``resolve`` reads tasks (one by one for a
   few, else the list); ``query`` is squeue (``sacct=false``) or sacct (``sacct=true``) for a
