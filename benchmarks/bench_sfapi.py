@@ -27,16 +27,21 @@ check_after_finish  500 workers whose jobs ended (in Slurm accounting), 450 with
                     the cycle reporting them final: < 2 s and <= ceil(500/chunk)+2 requests;
                     a second check reads no file again (no command/download request)
 submit_500          submit_workers of 500 workers from a cold client, 50 ms latency: < 10 s
+submit_200          the same with 200 workers: < 2 s
 kill_500            kill_workers of 500 workers with held jobs, 50 ms latency: the cancel part
                     (``client.cancel``) < 1 s and <= ceil(500/chunk)+2 requests; the whole
                     call (cancel + confirmation polls) reported with its request breakdown
 monitor_1000        one check of 1,000 held jobs: <= ceil(1000/chunk)+2 requests, no token
 monitor_10000       one check of 10,000 workers: 1,000 held jobs and 9,000 unknown job ids
-                    (they reach the accounting query too): < 2 s
+                    (they reach the accounting query too; ``--real-10000``: 10,000 held
+                    jobs): < 2 s; ``variants_info`` repeats it with chunkSize=500 and with
+                    queryConcurrency=8 (figures only, no target)
 token_grants        3 threads making requests through one shared client for 60 s with 20 s
                     tokens (``--quick``: 15 s with 5 s tokens): token grants <= 60/20+1
 ==================  =========================================================================
 
+``client_calls`` (diagnostics) times the shared client's ``query``/``read_texts``/``cancel``
+calls inside the measured call; ``cancel`` and ``read_texts`` also get their own requests.
 Every Slurm job created here (directly or through the gateway) is cancelled at the end.
 """
 
@@ -85,6 +90,7 @@ ROWS = (
     "construct",
     "check_after_finish",
     "submit_500",
+    "submit_200",
     "kill_500",
     "monitor_1000",
     "monitor_10000",
@@ -98,6 +104,7 @@ RUN_ORDER = (
     "monitor_10000",
     "check_after_finish",
     "kill_500",
+    "submit_200",
     "submit_500",
     "token_grants",
 )
@@ -368,11 +375,11 @@ class Bench:
             self._ending = [self.worker(w, j) for w, j in zip(wids, ids, strict=True)]
             self.setup_s["sbatch_500_ending"] = round(time.perf_counter() - start, 1)
 
-    def warm(self) -> None:
+    def warm(self, conf: dict[str, Any] | None = None) -> None:
         """Token and machine status cached, as in a running agent: one check of one worker."""
         if self._warm is None:
             self._warm = self.worker(WARM_ID, self.sbatch_tagged(HELD, [WARM_ID])[0])
-        ok, answers = SFAPIMonitor(**self.conf).check_workers([self._warm])
+        ok, answers = SFAPIMonitor(**(conf or self.conf)).check_workers([self._warm])
         if answers[0][0] is None:
             raise RuntimeError(f"warm-up check failed: {answers[0][1]}")
 
@@ -413,13 +420,16 @@ class Bench:
             "gateway_cpu_s": round(self.gw.cpu_seconds() - gw_cpu, 3),
         }
 
-    def measure_check(self, workers: list[WorkSpec]) -> tuple[Any, dict[str, Any]]:
+    def measure_check(
+        self, workers: list[WorkSpec], conf: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         """One check_workers by a new monitor (as Harvester builds one per cycle), with the
         client's query and file-read calls timed."""
+        conf = conf or self.conf
         spy = ClientSpy(self.gw)
-        client = SFAPIMonitor(**self.conf).edge_client()
+        client = SFAPIMonitor(**conf).edge_client()
         with spy.watch(client, ["query", "read_texts"], with_requests=["read_texts"]):
-            result, fig = self.measure(lambda: SFAPIMonitor(**self.conf).check_workers(workers))
+            result, fig = self.measure(lambda: SFAPIMonitor(**conf).check_workers(workers))
         fig["client_calls"] = spy.summary()
         return result, fig
 
@@ -481,6 +491,15 @@ class Bench:
         fig.update(n=len(workers), real_jobs=len(held), unknown_ids=len(workers) - len(held),
                    statuses=dict(statuses), unknown_kept_submitted=unknown_kept,
                    request_budget_info=budget(len(workers)))  # fmt: skip
+        # not targets: how the wall moves with the queue's knobs (same workers, warm client)
+        variants = {}
+        for name, change in (("chunkSize=500", {"chunkSize": 500}),
+                             ("queryConcurrency=8", {"queryConcurrency": 8})):  # fmt: skip
+            conf = {**self.conf, **change}
+            self.warm(conf)
+            _, var = self.measure_check(workers, conf)
+            variants[name] = {k: var[k] for k in ("wall_s", "cpu_s", "requests", "gateway_cpu_s")}
+        fig["variants_info"] = variants
         self.rows["monitor_10000"] = fig
         row = "monitor_10000"
         self.target(row, "wall", fig["wall_s"], "< 2 s", fig["wall_s"] < 2.0)
@@ -622,23 +641,27 @@ class Bench:
                     cancel_requests <= budget(n))  # fmt: skip
         self.target(row, "all_killed", killed, f"== {n}", killed == n)
 
+    def row_submit_200(self) -> None:
+        self.submit_row("submit_200", SUBMIT_IDS + 1000, 200, 2.0)
+
     def row_submit_500(self) -> None:
+        self.submit_row("submit_500", SUBMIT_IDS, 500, 10.0)
+
+    def submit_row(self, row: str, first_id: int, n: int, seconds: float) -> None:
         forget_clients()  # a cold client: token and machine status are part of the figure
         GATE.forget()
         created_before = len(self.gw.jobs_created())
-        workers = [self.worker(w) for w in range(SUBMIT_IDS, SUBMIT_IDS + 500)]
+        workers = [self.worker(w) for w in range(first_id, first_id + n)]
         self.gw.knobs(latency=LATENCY)
         try:
             results, fig = self.measure(lambda: SFAPISubmitter(**self.conf).submit_workers(workers))
         finally:
             self.gw.knobs(latency=0)
         ok = sum(1 for r in results if r[0] is True)
-        row = "submit_500"
-        fig.update(n=len(workers), latency_s=LATENCY, submitted=ok,
-                   sample_result=list(results[0]))  # fmt: skip
+        fig.update(n=n, latency_s=LATENCY, submitted=ok, sample_result=list(results[0]))
         self.rows[row] = fig
-        self.target(row, "wall", fig["wall_s"], "< 10 s", fig["wall_s"] < 10.0)
-        self.target(row, "all_submitted", ok, f"== {len(workers)}", ok == len(workers))
+        self.target(row, "wall", fig["wall_s"], f"< {seconds:g} s", fig["wall_s"] < seconds)
+        self.target(row, "all_submitted", ok, f"== {n}", ok == n)
         # let the gateway's submit tasks run, so cleanup cancels every job
         deadline = time.monotonic() + 120
         while len(self.gw.jobs_created()) < created_before + ok and time.monotonic() < deadline:

@@ -40,6 +40,8 @@ def queue_config(gw: SFAPIGateway, root: Path, key: Path) -> dict[str, Any]:
         "profile": "generic", "nNode": 2, "pilotsPerNode": 2, "nCorePerNode": 4, "gpusPerNode": 4,
         "gpuVisibleVar": "CUDA_VISIBLE_DEVICES", "cvmfsCheckTimeout": 5,
         "remoteWorkDir": str(root / "site" / "${queueName}" / "${workerID}"),
+        # the messenger's access point, shared through common with the sweeper
+        "accessPoint": str(root / "harvester" / "${workerID}"),
     }  # fmt: skip
     plugins = {
         section: {"module": "harvester_edge.plugins.sfapi", "name": f"SFAPI{section.title()}"}
@@ -138,9 +140,13 @@ def run_demo(root: Path, cycles: int = 90) -> int:
         plugin(config, "DEMO_PERLMUTTER", "monitor").check_workers([*main_q, failing])
         print(f"\nHTTP requests of one monitor cycle over 4 workers: {dict(gw.counters)}")
         sweeper = plugin(config, "DEMO_PERLMUTTER", "sweeper")
-        for ws in workers:
-            print(f"sweep worker {ws.workerID}: {sweeper.sweep_worker(ws)}")
+        swept = [sweeper.sweep_worker(ws) for ws in workers]
+        for ws, result in zip(workers, swept, strict=True):
+            print(f"sweep worker {ws.workerID}: {result}")
     forget_clients()
+    if not all(ok for ok, _ in swept):
+        print("UNEXPECTED: an access point was not swept")
+        return 1
     expected = {1: "finished", 2: "finished", 3: "cancelled", 4: "failed", 5: "failed"}
     got = {w.workerID: w.status for w in workers}
     print(f"\nfinal statuses: {got}")

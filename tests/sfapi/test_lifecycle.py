@@ -88,6 +88,23 @@ def test_post_timeout_after_creation_gives_exactly_one_job_per_worker(site: Site
         assert len(site.jobs_named(ws.workAttributes["edgeTag"])) == 1
 
 
+def test_5xx_after_the_job_was_created_gives_exactly_one_job_per_worker(site: Site) -> None:
+    """The gateway runs sbatch, then answers 500/502/503/504: never POSTed again, adopted."""
+    site.gateway.knobs.update(error_after_submit=1.0, seed=5)
+    submitter, monitor, _ = site.plugins()
+    workers = [site.worker("sleep 1") for _ in range(3)]
+    site.gateway.reset_counters()
+    results = submitter.submit_workers(workers)
+    assert all(r[0] is True for r in results), results
+    assert site.gateway.counters["jobs_submit"] == 3  # one POST per worker, whatever the 5xx
+    site.gateway.knobs.update(error_after_submit=0)
+    run_until(monitor, workers, all_final)
+    for ws in workers:
+        assert ws.status == "finished"
+        (job,) = site.jobs_named(ws.workAttributes["edgeTag"])
+        assert ws.batchID == job["jobid"]
+
+
 def test_30_percent_5xx_fails_no_worker_and_all_finish_after(site: Site) -> None:
     site.gateway.knobs.update(error_rate=0.3, seed=11)
     submitter, monitor, _ = site.plugins(retryAttempts=6)

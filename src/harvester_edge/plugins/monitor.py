@@ -504,9 +504,11 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         if not isinstance(pilots, dict) or pilots.get("none"):
             return verdict
         code, diag = pilots.get("code"), str(pilots.get("diag") or "")
-        if verdict.status == WorkSpec.ST_cancelled or (
-            code is None and verdict.status != WorkSpec.ST_failed
-        ):
+        if verdict.status == WorkSpec.ST_cancelled:
+            # the pilots' exits (SIGTERM, 143) are the cancellation: counted, not blamed
+            ended = f"{pilots.get('n', 0)} pilots ended with the allocation"
+            return Verdict(verdict.status, f"{verdict.diagnosis}; {ended}", verdict.error_code)
+        if code is None and verdict.status != WorkSpec.ST_failed:
             joined = "; ".join(x for x in (verdict.diagnosis, diag) if x)
             return Verdict(verdict.status, joined, verdict.error_code)
         diagnosis = "; ".join(x for x in (diag, verdict.diagnosis) if x)
