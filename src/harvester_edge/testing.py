@@ -10,6 +10,11 @@ through tasks, and faults are scripted per operation:
     fake.script("submit", "created_then_502")   # the next submit creates the job, then 502
     fake.script("query", "timeout")             # the next query times out (maybe sent)
 
+It comes in the four capability profiles of the real services (``PROFILES``): ``async``
+(submit answers a task, like SFAPI), ``sync`` (a job id at once, like S3M), ``idempotent``
+(submits deduplicated by key, like IRI v2) and ``tasks`` (queries and cancels are tasks read a
+cycle later, like Globus Compute).
+
 The ``Fake*`` plugins bind the generic plugins to a named ``FakeFacility`` (queue-config key
 ``fakeName``), exactly as ``plugins/sfapi.py`` binds them to SFAPI.
 """
@@ -23,10 +28,19 @@ from collections import Counter, deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
+from .edge import lifecycle
 from .edge.jobs import JobRecord, Resolution, SubmitReceipt
-from .edge.states import SlurmState
+from .edge.spec import JobSpec
 from .errors import EdgeAPIError, EdgeAuthError, EdgeNetworkError
-from .facilities.base import CredentialFacts, FacilityClient, Health, SubmitRequest
+from .facilities.base import (
+    CancelOutcome,
+    Capabilities,
+    CredentialFacts,
+    Deferred,
+    FacilityClient,
+    Health,
+)
+from .facilities.passthrough import SlurmState, slurm_record
 from .plugins.base import FacilityBinding
 from .plugins.monitor import EdgeMonitor
 from .plugins.options import EdgeOptions
@@ -46,6 +60,17 @@ FAULTS = {
     "created_then_500": "the job is created, then the service answers 500",
     "busy_429": "429 before anything was done",
     "hang": "the call blocks for ``hang_seconds`` then times out",
+}
+
+
+#: The capability profiles of the four edge services.
+PROFILES: dict[str, Capabilities] = {
+    "async": Capabilities(async_submit=True, files=True),
+    "sync": Capabilities(),
+    "idempotent": Capabilities(idempotent_submit=True),
+    "tasks": Capabilities(
+        async_submit=True, deferred_queries=True, server_cancel=False, files=True
+    ),
 }
 
 
@@ -84,7 +109,8 @@ class FakeFacility(FacilityClient):
     def __init__(
         self,
         *,
-        async_submit: bool = False,
+        profile: str = "sync",
+        async_submit: bool | None = None,
         task_delay: float | None = 0.0,
         accounting_lag: float = 0.0,
         queue_linger: float = 0.0,
@@ -93,12 +119,20 @@ class FakeFacility(FacilityClient):
         hang_seconds: float = 1.0,
         first_job_id: int = 1000,
     ) -> None:
-        self.async_submit = async_submit
+        caps = PROFILES[profile]
+        if async_submit is not None:  # the older switch: async profile or sync
+            caps = PROFILES["async" if async_submit else "sync"]
+        self.capabilities = Capabilities(  # type: ignore[misc]
+            async_submit=caps.async_submit,
+            idempotent_submit=caps.idempotent_submit,
+            deferred_queries=caps.deferred_queries,
+            server_cancel=caps.server_cancel,
+            files=caps.files and supports_files,
+            max_ids_per_query=max_query_ids,
+        )
         self.task_delay = task_delay
         self.accounting_lag = accounting_lag
         self.queue_linger = queue_linger
-        self.supports_files = supports_files
-        self.max_query_ids = max_query_ids
         self.hang_seconds = hang_seconds
         self.jobs: dict[str, FakeJob] = {}
         self.tasks: dict[str, FakeTask] = {}
@@ -111,6 +145,9 @@ class FakeFacility(FacilityClient):
         self._lock = threading.RLock()
         self._ids = itertools.count(first_job_id)
         self._task_ids = itertools.count(1)
+        self._keys: dict[str, SubmitReceipt] = {}  # idempotency key -> first answer
+        self._probes: dict[tuple[str, frozenset[str]], Deferred] = {}
+        self._cancel_answers: dict[frozenset[str], dict[str, CancelOutcome]] = {}
 
     # scripting ----------------------------------------------------------------------------
     def script(self, operation: str, *faults: str) -> None:
@@ -223,17 +260,16 @@ class FakeFacility(FacilityClient):
                 task.job_id = self.sbatch(task.tag, task.script)
                 task.done = True
 
-    def _record(self, job: FakeJob, source: str) -> JobRecord:
-        return JobRecord(
-            job_id=job.job_id,
-            state=job.state,
-            source=source,
+    def _record(self, job: FakeJob, accounting: bool) -> JobRecord:
+        return slurm_record(
+            job.job_id,
+            job.state_text or job.state.long_name,
             name=job.name,
-            state_text=job.state_text or job.state.long_name,
-            exit_code=job.exit_code if source == "accounting" else None,
-            signal=job.signal if source == "accounting" else None,
+            exit_code=job.exit_code if accounting else None,
+            signal=job.signal if accounting else None,
             reason=job.reason,
             nodes="nid001" if job.state is SlurmState.RUNNING else "",
+            accounting=accounting,
         )
 
     def _in_queue(self, job: FakeJob, now: float) -> bool:
@@ -253,22 +289,40 @@ class FakeFacility(FacilityClient):
     def credential(self) -> CredentialFacts:
         return self.credential_answer
 
-    def submit(self, request: SubmitRequest) -> SubmitReceipt:
+    def submit(self, spec: JobSpec) -> SubmitReceipt:
         fault = self._fault("submit")
         creates = fault.startswith("created_then") or fault == "ok"
         receipt = SubmitReceipt()
-        if creates:
-            with self._lock:
-                if self.async_submit:
+        with self._lock:
+            if self.capabilities.idempotent_submit and spec.tag in self._keys:
+                receipt, creates = self._keys[spec.tag], False  # same key: the first answer
+            if creates:
+                if self.capabilities.async_submit:
                     task_id = f"t{next(self._task_ids)}"
                     delay = self.task_delay
                     ready = None if delay is None else time.monotonic() + delay
-                    self.tasks[task_id] = FakeTask(task_id, request.tag, request.script, ready)
+                    self.tasks[task_id] = FakeTask(task_id, spec.tag, spec.script, ready)
                     receipt = SubmitReceipt(handle=task_id)
                 else:
-                    receipt = SubmitReceipt(job_id=self.sbatch(request.tag, request.script))
+                    receipt = SubmitReceipt(job_id=self.sbatch(spec.tag, spec.script))
+                if self.capabilities.idempotent_submit:
+                    self._keys[spec.tag] = receipt
         self._raise_for("submit", fault)
         return receipt
+
+    def _probe(self, operation: str, keys: Sequence[str]) -> Deferred | None:
+        """Task-based services answer a question on a later call: the first call starts a
+        probe (Deferred), the next call with the same question reads it."""
+        if not self.capabilities.deferred_queries:
+            return None
+        key = (operation, frozenset(keys))
+        with self._lock:
+            probe = self._probes.pop(key, None)
+            if probe is not None:
+                return None  # the probe has run: answer now
+            probe = Deferred(probe=f"p{next(self._task_ids)}", started=lifecycle.now())
+            self._probes[key] = probe
+            return probe
 
     def resolve(self, handles: Sequence[str]) -> dict[str, Resolution]:
         fault = self._fault("resolve")
@@ -288,9 +342,12 @@ class FakeFacility(FacilityClient):
                     out[handle] = Resolution(Resolution.DONE, job_id=task.job_id)
         return out
 
-    def query(self, job_ids: Sequence[str], *, final: bool) -> dict[str, JobRecord]:
+    def poll(self, job_ids: Sequence[str]) -> dict[str, JobRecord] | Deferred:
         fault = self._fault("query")
         self._raise_for("query", fault)
+        probe = self._probe("poll", job_ids)
+        if probe is not None:
+            return probe
         now = time.monotonic()
         with self._lock:
             self._run_due_tasks()
@@ -299,15 +356,19 @@ class FakeFacility(FacilityClient):
                 job = self.jobs.get(str(job_id))
                 if job is None:
                     continue
-                if final and self._in_accounting(job, now):
-                    out[job.job_id] = self._record(job, "accounting")
-                elif not final and self._in_queue(job, now):
-                    out[job.job_id] = self._record(job, "queue")
+                in_queue = self._in_queue(job, now)
+                if self._in_accounting(job, now) and (job.state.is_final or not in_queue):
+                    out[job.job_id] = self._record(job, accounting=True)
+                elif in_queue:
+                    out[job.job_id] = self._record(job, accounting=False)
             return out
 
-    def find_by_tags(self, tags: Sequence[str]) -> dict[str, list[JobRecord]]:
+    def find(self, tags: Sequence[str]) -> dict[str, list[JobRecord]] | Deferred:
         fault = self._fault("find")
         self._raise_for("find", fault)
+        probe = self._probe("find", tags)
+        if probe is not None:
+            return probe
         wanted = set(tags)
         now = time.monotonic()
         found: dict[str, list[JobRecord]] = {}
@@ -317,30 +378,43 @@ class FakeFacility(FacilityClient):
                 if job.name not in wanted:
                     continue
                 if self._in_queue(job, now):
-                    found.setdefault(job.name, []).append(self._record(job, "queue"))
+                    found.setdefault(job.name, []).append(self._record(job, accounting=False))
                 elif self._in_accounting(job, now):
-                    found.setdefault(job.name, []).append(self._record(job, "accounting"))
+                    found.setdefault(job.name, []).append(self._record(job, accounting=True))
         return found
 
-    def cancel(self, job_ids: Sequence[str]) -> dict[str, str | None]:
+    def cancel(self, job_ids: Sequence[str]) -> dict[str, CancelOutcome] | Deferred:
         fault = self._fault("cancel")
         self._raise_for("cancel", fault)
-        out: dict[str, str | None] = {}
+        if not self.capabilities.deferred_queries:
+            return self._scancel(job_ids)
+        key = frozenset(job_ids)
+        with self._lock:  # a cancel task runs scancel on the site now, answers next call
+            done = self._cancel_answers.pop(key, None)
+            if done is not None:
+                return done
+            self._cancel_answers[key] = self._scancel(job_ids)
+            return Deferred(probe=f"p{next(self._task_ids)}", started=lifecycle.now())
+
+    def _scancel(self, job_ids: Sequence[str]) -> dict[str, CancelOutcome]:
+        out: dict[str, CancelOutcome] = {}
         with self._lock:
             for job_id in job_ids:
                 job = self.jobs.get(str(job_id))
                 if job is None:
-                    out[str(job_id)] = "scancel: error: Invalid job id specified"
+                    out[str(job_id)] = CancelOutcome.refused(
+                        "scancel: error: Invalid job id specified"
+                    )
                     continue
                 self.cancelled.append(job.job_id)
                 if job.state.is_final:
-                    out[job.job_id] = (
+                    out[job.job_id] = CancelOutcome.already_final(
                         "scancel: error: Kill job error on job id "
                         f"{job.job_id}: Job/step already completing or completed"
                     )
                     continue
                 self.set_state(job.job_id, SlurmState.CANCELLED, state_text="CANCELLED by 0")
-                out[job.job_id] = None
+                out[job.job_id] = CancelOutcome.accepted()
         return out
 
     def live_tags(self, prefix: str) -> list[str]:
@@ -349,9 +423,6 @@ class FakeFacility(FacilityClient):
         with self._lock:
             return [j.name for j in self.jobs.values() if not j.state.is_final and
                     j.name.startswith(prefix)]  # fmt: skip
-
-    def read_text(self, path: str) -> str | None:
-        return self.read_texts([path]).get(path)
 
     def read_texts(self, paths: Sequence[str]) -> dict[str, str | None]:
         fault = self._fault("read")

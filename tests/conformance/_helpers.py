@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from harvester_edge.edge.health import GATE
+from harvester_edge.edge.lifecycle import TAG, WORK_DIR, attr
 from harvester_edge.harvester import WORKER_STATUSES, WorkSpec
-from harvester_edge.plugins.base import TAG, WORK_DIR, attr
 
 QUEUE = "CONF_Q"
 
@@ -22,21 +22,41 @@ def submit(sub: Any, workers: list[WorkSpec]) -> list[tuple[bool | None, str]]:
     return answers
 
 
+#: monitor cycles a task-based service needs at most to answer one question (lookup, then
+#: poll of the candidate): each probe is read on the next call
+PROBE_ROUNDS = 4
+
+
+def _probing(answers: list[tuple[Any, str]]) -> bool:
+    return any("probe" in diag and "pending" in diag for _, diag in answers)
+
+
 def drive(mon: Any, workers: list[WorkSpec]) -> list[tuple[str | None, str]]:
-    """``check_workers`` as Harvester's monitor agent applies it: a non-None status is set."""
-    ok, answers = mon.check_workers(workers)
-    assert ok is True, answers
-    assert len(answers) == len(workers), answers
-    for ws, (status, _) in zip(workers, answers, strict=True):
-        assert status is None or status in WORKER_STATUSES, status
-        if status is not None:
-            ws.status = status
+    """``check_workers`` as Harvester's monitor agent applies it: a non-None status is set.
+
+    A service whose queries are tasks answers a cycle later: those cycles are run too, so
+    one ``drive`` is one *answered* check for every profile."""
+    for _ in range(PROBE_ROUNDS):
+        ok, answers = mon.check_workers(workers)
+        assert ok is True, answers
+        assert len(answers) == len(workers), answers
+        for ws, (status, _) in zip(workers, answers, strict=True):
+            assert status is None or status in WORKER_STATUSES, status
+            if status is not None:
+                ws.status = status
+        if not _probing(answers):
+            break
     return answers
 
 
 def kill(swp: Any, workers: list[WorkSpec]) -> list[tuple[bool, str]]:
-    answers = swp.kill_workers(workers)
-    assert len(answers) == len(workers), answers
+    """``kill_workers``; Harvester calls it again next cycle while it answers False, which a
+    task-based service needs (its cancel is read a cycle later)."""
+    for _ in range(PROBE_ROUNDS):
+        answers = swp.kill_workers(workers)
+        assert len(answers) == len(workers), answers
+        if not _probing(answers):
+            break
     return answers
 
 

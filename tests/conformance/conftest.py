@@ -33,11 +33,11 @@ from typing import Any
 import pytest
 
 from harvester_edge import testing
-from harvester_edge.edge import allocations, health, limits, watch
+from harvester_edge.edge import allocations, health, lifecycle, limits, watch
 from harvester_edge.edge.allocations import AllocationBook
 from harvester_edge.facilities import registry
 from harvester_edge.harvester import WorkSpec
-from harvester_edge.plugins import base, monitor, submitter, sweeper, throttler
+from harvester_edge.plugins import monitor, submitter, throttler
 from harvester_edge.plugins.throttler import EdgeThrottler
 
 from ._helpers import QUEUE
@@ -80,19 +80,27 @@ class FakeFamily:
     submitter_name = "FakeSubmitter"
     _names = itertools.count(1)
 
-    def __init__(self, root: Path, *, async_submit: bool) -> None:
+    def __init__(self, root: Path, *, profile: str) -> None:
         self.root = root
-        self.async_submit = async_submit
+        self.profile = profile
         self.name = ""
         self.facility: testing.FakeFacility = self.reconfigure()
 
     @property
     def mode(self) -> str:
-        return "async" if self.async_submit else "sync"
+        return self.profile
+
+    @property
+    def capabilities(self) -> Any:
+        return self.facility.capabilities
+
+    @property
+    def async_submit(self) -> bool:
+        return bool(self.facility.capabilities.async_submit)
 
     def reconfigure(self, **facility_options: Any) -> testing.FakeFacility:
-        """A fresh scheduler (same submit mode unless given) for plugins built from now on."""
-        facility_options.setdefault("async_submit", self.async_submit)
+        """A fresh scheduler (same profile unless given) for plugins built from now on."""
+        facility_options.setdefault("profile", self.profile)
         self.name = f"conf{next(self._names)}"
         self.facility = testing.register_facility(
             self.name, testing.FakeFacility(**facility_options)
@@ -142,12 +150,14 @@ class FakeFamily:
         return ws
 
 
+#: one fake per capability profile of the real services: async submit (SFAPI), sync (S3M),
+#: idempotent submit (IRI v2), task-based queries (Globus Compute)
 FAMILIES: dict[str, Callable[[Path], Any]] = {
-    "fake-sync": lambda root: FakeFamily(root, async_submit=False),
-    "fake-async": lambda root: FakeFamily(root, async_submit=True),
+    f"fake-{profile}": (lambda root, profile=profile: FakeFamily(root, profile=profile))
+    for profile in testing.PROFILES
 }
-#: families whose submits return a task resolved later (SFAPI-like)
-ASYNC_FAMILIES = ["fake-async"]
+#: families whose submits return a task resolved later (SFAPI-like, Globus Compute-like)
+ASYNC_FAMILIES = [f"fake-{p}" for p, caps in testing.PROFILES.items() if caps.async_submit]
 
 
 def _reset(monkeypatch: pytest.MonkeyPatch | None = None) -> None:
@@ -172,10 +182,9 @@ def clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """Plugin time.  The plugin modules import ``now`` by name, so each one is patched."""
+    """Plugin time: every plugin reads it through ``edge.lifecycle.now``."""
     c = Clock()
-    for module in (base, submitter, monitor, sweeper):
-        monkeypatch.setattr(module, "now", c)
+    monkeypatch.setattr(lifecycle, "now", c)
     return c
 
 

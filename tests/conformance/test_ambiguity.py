@@ -9,9 +9,10 @@ import re
 import pytest
 
 from harvester_edge.edge import tags
-from harvester_edge.edge.states import ERROR_PATTERNS, ErrorCode, SlurmState
+from harvester_edge.edge.lifecycle import AMBIGUOUS_AT, CANDIDATE, TASK, attr
+from harvester_edge.edge.states import ERROR_PATTERNS, ErrorCode
+from harvester_edge.facilities.passthrough import SlurmState
 from harvester_edge.harvester import WorkSpec, harvester_id
-from harvester_edge.plugins.base import AMBIGUOUS_AT, CANDIDATE, TASK, attr
 
 from ._helpers import QUEUE, drive, kill, only_job, restart, restored, submit, tag_of
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
-from harvester_edge.edge.states import ERROR_PATTERNS, ErrorCode, SlurmState
+from harvester_edge.edge.lifecycle import TASK, attr
+from harvester_edge.edge.states import ERROR_PATTERNS, ErrorCode
 from harvester_edge.facilities.base import Health
+from harvester_edge.facilities.passthrough import SlurmState
 from harvester_edge.harvester import WorkSpec
-from harvester_edge.plugins.base import TASK, attr
 
 from ._helpers import drive, only_job, submit, tag_of
 

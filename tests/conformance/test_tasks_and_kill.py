@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
-from harvester_edge.edge.states import ERROR_PATTERNS, ErrorCode, SlurmState
+from harvester_edge.edge.lifecycle import LOOKUP_SINCE, TASK, attr
+from harvester_edge.edge.states import ERROR_PATTERNS, ErrorCode
+from harvester_edge.facilities.passthrough import SlurmState
 from harvester_edge.harvester import WorkSpec
-from harvester_edge.plugins.base import LOOKUP_SINCE, TASK, attr
 
 from ._helpers import drive, kill, only_job, submit, tag_of
 

@@ -17,10 +17,11 @@ import httpx
 import pytest
 import respx
 
+from harvester_edge.edge.jobs import JobState
 from harvester_edge.edge.retry import RetryPolicy, Timeouts, is_retryable
-from harvester_edge.edge.states import SlurmState
+from harvester_edge.edge.spec import JobSpec
 from harvester_edge.errors import EdgeAPIError, EdgeNetworkError
-from harvester_edge.facilities.base import SubmitRequest
+from harvester_edge.facilities.base import CancelOutcome
 from harvester_edge.facilities.sfapi import (
     SFAPIClient,
     SFAPISettings,
@@ -34,6 +35,12 @@ TOKEN = "https://oidc.test/c2id/token"
 JOBS = f"{API}/compute/jobs/perlmutter"
 COMMAND = f"{API}/utilities/command/perlmutter"
 TASK = rf"^{API}/tasks/(?P<task_id>[^/]+)$"
+ACCEPTED = CancelOutcome.accepted()
+MAX_IDS = SFAPIClient.capabilities.max_ids_per_query
+
+
+def spec() -> JobSpec:
+    return JobSpec(tag="t", script="#!/bin/bash\n", work_dir="/w", nodes=1, walltime_s=600)
 
 
 def make_settings(key: Path, **kw: Any) -> SFAPISettings:
@@ -128,13 +135,14 @@ def test_one_odd_row_does_not_blank_the_chunk(client: SFAPIClient) -> None:
         {"jobid": "6", "state": "PENDING", "st": "PD", "name": "c"},
         {"jobid": "7", "state": "FROBNICATED", "name": "d"},
     ]}))  # fmt: skip
-    records = client.query(["4", "5", "6", "7"], final=False)
+    records = client.poll(["4", "5", "6", "7"])
     assert set(records) == {"4", "5", "6", "7"}
-    assert records["4"].state.code == "R" and records["6"].state.code == "PD"
-    # sacct's truncated name: read as OUT_OF_MEMORY (states.py) or at worst UNKNOWN
-    assert records["5"].state in (SlurmState.OUT_OF_MEMORY, SlurmState.UNKNOWN)
-    assert records["5"].state_text == "OUT_OF_ME+"
-    assert records["7"].state is SlurmState.UNKNOWN and records["7"].state_text == "FROBNICATED"
+    assert records["4"].state is JobState.ACTIVE and records["6"].state is JobState.QUEUED
+    # sacct's truncated name: read as OUT_OF_MEMORY (a final state, so accounting was asked:
+    # the same answer here, now confirmed)
+    assert records["5"].state is JobState.FAILED and records["5"].cause == "OUT_OF_MEMORY"
+    assert records["5"].native == "OUT_OF_ME+" and records["5"].confirmed_final
+    assert records["7"].state is JobState.UNKNOWN and records["7"].native == "FROBNICATED"
 
 
 # ---------------------------------------------------------------------- E: cancel in bulk
@@ -143,9 +151,9 @@ def test_cancel_500_ids_is_one_scancel_and_one_task_read(client: SFAPIClient) ->
     tokens()
     site = CommandSite(lambda line: (0, "", "")).mount()
     ids = [str(1000 + i) for i in range(500)]
-    assert client.cancel(ids) == dict.fromkeys(ids)
+    assert client.cancel(ids) == dict.fromkeys(ids, ACCEPTED)
     assert site.commands == ["scancel " + " ".join(ids)]
-    assert api_calls() == 2 <= math.ceil(500 / client.max_query_ids) + 2
+    assert api_calls() == 2 <= math.ceil(500 / MAX_IDS) + 2
 
 
 @respx.mock
@@ -154,16 +162,13 @@ def test_cancel_in_chunks_of_200_stays_within_budget(key: Path) -> None:
     site = CommandSite(lambda line: (0, "", "")).mount()
     client = SFAPIClient(make_settings(key, cancel_chunk=200))
     ids = [str(1000 + i) for i in range(500)]
-    assert client.cancel(ids) == dict.fromkeys(ids)
-    assert sorted(len(c.split()) - 1 for c in site.commands) == [
-        100,
-        200,
-        200,
-    ]  # posted in parallel
+    assert client.cancel(ids) == dict.fromkeys(ids, ACCEPTED)
+    # posted in parallel
+    assert sorted(len(c.split()) - 1 for c in site.commands) == [100, 200, 200]
     assert api_calls() == 4 <= math.ceil(500 / 200) + 2  # 3 commands + 1 task list
 
 
-def test_scancel_messages_for_ended_jobs_are_accepted() -> None:
+def test_scancel_messages_for_ended_jobs_are_already_final() -> None:
     err = "\n".join([
         "scancel: error: Kill job error on job id 5: Job/step already completing or completed",
         "scancel: error: Kill job error on job id 6: Invalid job id specified",
@@ -171,12 +176,17 @@ def test_scancel_messages_for_ended_jobs_are_accepted() -> None:
     ])  # fmt: skip
     result = {"status": "error", "output": "", "error": err, "exit_code": 1}
     out = parse_scancel(["4", "5", "6", "7"], result)
-    assert out["4"] is None and out["5"] is None and out["6"] is None
-    assert "permission denied" in (out["7"] or "")
+    assert out["4"] == ACCEPTED
+    assert out["5"].kind == CancelOutcome.ALREADY_FINAL and "completing" in out["5"].text
+    assert out["6"].kind == CancelOutcome.ALREADY_FINAL and "Invalid job id" in out["6"].text
+    assert out["7"].kind == CancelOutcome.REFUSED and "permission denied" in out["7"].text
     broken = {"status": "error", "output": "", "error": "scancel: error: Socket timed out"}
-    assert all("Socket timed out" in (e or "") for e in parse_scancel(["1", "2"], broken).values())
+    for outcome in parse_scancel(["1", "2"], broken).values():
+        assert outcome.kind == CancelOutcome.REFUSED and "Socket timed out" in outcome.text
     never_ran = {"status": "error", "output": None, "error": None, "exit_code": None}
-    assert all(parse_scancel(["1"], never_ran).values())
+    assert parse_scancel(["1"], never_ran)["1"].kind == CancelOutcome.REFUSED
+    fine = {"status": "ok", "output": "", "error": None, "exit_code": 0}
+    assert parse_scancel(["1", "2"], fine) == {"1": ACCEPTED, "2": ACCEPTED}
 
 
 @respx.mock
@@ -186,8 +196,10 @@ def test_cancel_validates_ids_and_reports_scancel_errors_per_id(client: SFAPICli
     site = CommandSite(lambda line: (1, "", err)).mount()
     out = client.cancel(["11", "12_3", "13+1", "14; rm -rf /", "x"])
     assert site.commands == ["scancel 11 12_3 13+1"]
-    assert out["11"] is None and out["13+1"] is None and "denied" in (out["12_3"] or "")
-    assert "not a Slurm job id" in (out["14; rm -rf /"] or "") and out["x"]
+    assert out["11"] == ACCEPTED and out["13+1"] == ACCEPTED
+    assert out["12_3"].kind == CancelOutcome.REFUSED and "denied" in out["12_3"].text
+    for bad in ("14; rm -rf /", "x"):
+        assert out[bad].kind == CancelOutcome.REFUSED and "not a Slurm job id" in out[bad].text
 
 
 @pytest.mark.parametrize("refusal", ["http404", "http405", "http403", "task"])
@@ -219,10 +231,62 @@ def test_refused_command_utility_falls_back_to_deletes_for_good(key: Path, refus
         )
         respx.get(f"{API}/tasks/").mock(return_value=httpx.Response(200, json={"tasks": []}))
         respx.get(url__regex=rf"^{API}/tasks/d\d+$").mock(return_value=httpx.Response(404, json={}))
-        assert client.cancel(["1", "2", "3"]) == {"1": None, "2": None, "3": None}
-        assert client.cancel(["4", "5"]) == {"4": None, "5": None}
+        assert client.cancel(["1", "2", "3"]) == dict.fromkeys(["1", "2", "3"], ACCEPTED)
+        assert client.cancel(["4", "5"]) == dict.fromkeys(["4", "5"], ACCEPTED)
     assert command.call_count == (2 if refusal == "http403" else 1)  # 403: one token retry
     assert deletes.call_count == 5 and client.commands_refused
+
+
+@respx.mock
+def test_delete_fallback_outcomes_per_job(key: Path) -> None:
+    tokens()
+    client = SFAPIClient(make_settings(key))
+    client.commands_refused = "HTTP 404"  # as after a refused command utility
+    errors = {
+        "1": None,
+        "2": "scancel: error: Kill job error on job id 2: Invalid job id specified",
+        "3": "scancel: error: Kill job error on job id 3: Access/permission denied",
+    }
+
+    def delete(request: httpx.Request) -> httpx.Response:
+        job = request.url.path.rsplit("/", 1)[1]
+        if job == "4":
+            return httpx.Response(400, json={"detail": "Job/step already completing or completed"})
+        if job == "5":
+            return httpx.Response(200, json={"status": "ERROR", "error": "not your job"})
+        return httpx.Response(200, json={"task_id": f"d{job}", "status": "OK", "error": None})
+
+    def task(request: httpx.Request, task_id: str) -> httpx.Response:
+        error = errors[task_id[1:]]
+        result = {"status": "error" if error else "ok", "error": error}
+        return httpx.Response(
+            200, json={"id": task_id, "status": "completed", "result": json.dumps(result)}
+        )
+
+    deletes = respx.delete(url__regex=rf"^{JOBS}/\d+$").mock(side_effect=delete)
+    respx.get(url__regex=TASK).mock(side_effect=task)
+    respx.get(f"{API}/tasks/").mock(
+        side_effect=lambda request: httpx.Response(200, json={"tasks": [
+            task(request, f"d{j}").json() for j in errors
+        ]})
+    )  # fmt: skip
+    out = client.cancel(["1", "2", "3", "4", "5"])
+    assert deletes.call_count == 5
+    assert out["1"] == ACCEPTED
+    assert out["2"].kind == CancelOutcome.ALREADY_FINAL and "Invalid job id" in out["2"].text
+    assert out["3"].kind == CancelOutcome.REFUSED and "permission denied" in out["3"].text
+    assert out["4"].kind == CancelOutcome.ALREADY_FINAL and "HTTP 400" in out["4"].text
+    assert out["5"].kind == CancelOutcome.REFUSED and "not your job" in out["5"].text
+
+
+@respx.mock
+def test_a_command_request_that_fails_refuses_its_chunk(key: Path) -> None:
+    tokens()
+    client = SFAPIClient(make_settings(key, policy=RetryPolicy(attempts=1)))
+    respx.post(COMMAND).mock(return_value=httpx.Response(500, json={"detail": "boom"}))
+    out = client.cancel(["1", "2"])
+    assert {o.kind for o in out.values()} == {CancelOutcome.REFUSED}
+    assert all("HTTP 500" in o.text for o in out.values()) and client.commands_refused is None
 
 
 # ---------------------------------------------------------------------- F: files in bulk
@@ -384,7 +448,7 @@ def test_submit_answered_5xx_is_not_retried_and_says_maybe_sent(
     tokens()
     route = respx.post(JOBS).mock(return_value=httpx.Response(status, json={"detail": "x"}))
     with pytest.raises(EdgeAPIError) as info:
-        client.submit(SubmitRequest(script="#!/bin/bash\n", tag="t", work_dir="/w"))
+        client.submit(spec())
     assert route.call_count == 1 and info.value.status == status and info.value.transient
     assert getattr(info.value, "maybe_sent", None) is True
 
@@ -398,7 +462,7 @@ def test_submit_answered_429_is_retried(client: SFAPIClient) -> None:
             httpx.Response(200, json={"task_id": "5", "status": "OK", "error": None}),
         ]
     )
-    assert client.submit(SubmitRequest("#!/bin/bash\n", "t", "/w")).handle == "5"
+    assert client.submit(spec()).handle == "5"
     assert route.call_count == 2
 
 
@@ -417,7 +481,7 @@ def test_no_attempt_outlives_the_call_deadline(key: Path) -> None:
     respx.get(JOBS).mock(side_effect=slow)
     start = time.monotonic()
     with pytest.raises(EdgeAPIError):
-        client.query(["1"], final=False)
+        client.poll(["1"])
     elapsed = time.monotonic() - start
     assert elapsed < 1.5 and 2 <= len(timeouts) <= 5
     assert all(t <= 1.0 for t in timeouts) and timeouts == sorted(timeouts, reverse=True)
@@ -432,11 +496,11 @@ def test_submit_that_cannot_connect_is_retried(client: SFAPIClient) -> None:
             httpx.Response(200, json={"task_id": "6", "status": "OK", "error": None}),
         ]
     )
-    assert client.submit(SubmitRequest("#!/bin/bash\n", "t", "/w")).handle == "6"
+    assert client.submit(spec()).handle == "6"
     assert route.call_count == 2
     route.mock(side_effect=httpx.ReadTimeout("slow"))
     with pytest.raises(EdgeNetworkError) as info:
-        client.submit(SubmitRequest("#!/bin/bash\n", "t", "/w"))
+        client.submit(spec())
     assert info.value.maybe_sent and route.call_count == 3
 
 

@@ -16,16 +16,26 @@ import pytest
 import respx
 
 from harvester_edge.edge.retry import RetryPolicy, Timeouts
+from harvester_edge.edge.spec import JobSpec
 from harvester_edge.errors import EdgeAPIError, EdgeAuthError, EdgeNetworkError
 from harvester_edge.facilities import sfapi as sfapi_module
-from harvester_edge.facilities.base import SubmitRequest
 from harvester_edge.facilities.sfapi import SFAPIClient, SFAPISettings
 from harvester_edge.localsite.sfapi_gateway import make_client_key
 
 API = "https://sfapi.test/api/v1.2"
 TOKEN = "https://oidc.test/c2id/token"
 JOBS = f"{API}/compute/jobs/perlmutter"
-OK_JOBS = {"status": "OK", "output": []}
+#: job 1 is running: a poll of it is one squeue request (no sacct follow-up)
+OK_JOBS = {"status": "OK", "output": [{"jobid": "1", "state": "RUNNING", "name": "t"}]}
+
+
+def spec() -> JobSpec:
+    return JobSpec(tag="t", script="#!/bin/bash\n", work_dir="/w", nodes=1, walltime_s=600)
+
+
+def ask(client: SFAPIClient) -> bool:
+    """One authenticated API request: poll job 1, seen running."""
+    return "1" in client.poll(["1"])
 
 
 class FakeClock:
@@ -119,7 +129,7 @@ def test_one_grant_per_lifetime_with_three_threads_and_short_tokens(key: Path) -
         for _ in range(rounds):
             step.wait()
             try:
-                client.query(["1"], final=False)
+                ask(client)
             except BaseException as exc:  # noqa: BLE001 (reported below)
                 errors.append(exc)
             step.wait()
@@ -150,21 +160,21 @@ def test_leeway_is_a_quarter_of_a_short_lifetime_and_60s_of_a_long_one(key: Path
     tokens = respx.post(TOKEN).mock(side_effect=server.token)
     respx.get(JOBS).mock(side_effect=server.api)
     client = SFAPIClient(settings(key), clock=clock)
-    client.query(["1"], final=False)
+    ask(client)
     clock.advance(22.0)  # renewal due at 30 - 7.5 = 22.5
-    client.query(["1"], final=False)
+    ask(client)
     assert tokens.call_count == 1
     clock.advance(1.0)
-    client.query(["1"], final=False)
+    ask(client)
     assert tokens.call_count == 2
     server.lifetime = 600.0
     clock.advance(30.0)
-    client.query(["1"], final=False)  # the 30 s token expired: a 600 s one now
+    ask(client)  # the 30 s token expired: a 600 s one now
     clock.advance(539.0)
-    client.query(["1"], final=False)
+    ask(client)
     assert tokens.call_count == 3
     clock.advance(2.0)  # 541 s > 600 - 60
-    client.query(["1"], final=False)
+    ask(client)
     assert tokens.call_count == 4
 
 
@@ -185,7 +195,7 @@ def test_concurrent_refusals_of_one_token_cause_one_new_grant(key: Path) -> None
 
     def work() -> None:
         try:
-            client.query(["1"], final=False)
+            ask(client)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -214,7 +224,7 @@ def test_token_endpoint_refusal_backs_off_and_names_the_oauth_error(key: Path) -
 
     def work() -> None:
         try:
-            client.query(["1"], final=False)
+            ask(client)
         except EdgeAPIError as exc:
             results.append(exc)
 
@@ -231,11 +241,11 @@ def test_token_endpoint_refusal_backs_off_and_names_the_oauth_error(key: Path) -
     assert len(facts.identity) == 13 and facts.expires_at is None
     clock.advance(59.0)
     with pytest.raises(EdgeAuthError):
-        client.query(["1"], final=False)
+        ask(client)
     assert tokens.call_count == 1  # still backing off: no request
     clock.advance(2.0)
     server.refuse_with = None
-    assert client.query(["1"], final=False) == {}
+    assert ask(client)
     assert tokens.call_count == 2 and client.credential().problem is None
 
 
@@ -247,11 +257,11 @@ def test_api_refusing_a_fresh_token_backs_off_too(key: Path) -> None:
     jobs = respx.get(JOBS).mock(return_value=httpx.Response(401, json={"detail": "revoked"}))
     client = SFAPIClient(settings(key), clock=clock)
     with pytest.raises(EdgeAuthError) as info:
-        client.query(["1"], final=False)
+        ask(client)
     assert info.value.status == 401 and tokens.call_count == 2 and jobs.call_count == 2
     for _ in range(5):
         with pytest.raises(EdgeAuthError):
-            client.query(["1"], final=False)
+            ask(client)
     assert tokens.call_count == 2 and jobs.call_count == 2  # no network while refused
     assert "HTTP 401" in (client.credential().problem or "")
 
@@ -274,16 +284,16 @@ def test_unreachable_or_failing_token_endpoint_is_transient_not_a_refusal(key: P
     jobs = respx.get(JOBS).mock(side_effect=server.api)
     client = SFAPIClient(settings(key, policy=RetryPolicy(attempts=1)), clock=clock)
     with pytest.raises(EdgeNetworkError) as info:
-        client.query(["1"], final=False)
+        ask(client)
     assert "unreachable" in str(info.value) and not info.value.maybe_sent
     with pytest.raises(EdgeNetworkError) as info:
-        client.submit(SubmitRequest(script="#!/bin/bash\n", tag="t", work_dir="/w"))
+        client.submit(spec())
     # the submit itself was never sent: the submitter may simply try again
     assert not info.value.maybe_sent and "503" in str(info.value) and submit.call_count == 0
     assert client.credential().problem is None  # transient: no back-off
     with pytest.raises(EdgeNetworkError):
-        client.query(["1"], final=False)
-    assert client.query(["1"], final=False) == {}
+        ask(client)
+    assert ask(client)
     assert tokens.call_count == 4 and jobs.call_count == 1
 
 
@@ -318,7 +328,7 @@ def test_missing_or_foreign_key_file_is_a_problem_before_any_request(tmp_path: P
     missing = SFAPIClient(settings(tmp_path / "missing.pem"))
     assert "does not exist" in (missing.credential().problem or "")
     with pytest.raises(EdgeAuthError):
-        missing.query(["1"], final=False)
+        ask(missing)
     bogus = tmp_path / "bogus.pem"
     bogus.write_text("not-a-client-id\nhello\n")
     bogus.chmod(0o600)
@@ -342,13 +352,13 @@ def test_a_rotated_key_file_is_picked_up_without_breaking_the_current_token(key:
     respx.get(JOBS).mock(side_effect=server.api)
     client = SFAPIClient(settings(key, key_check_seconds=5.0), clock=clock)
     old_id = client.credential().identity
-    client.query(["1"], final=False)
+    ask(client)
     new_id = rotate(key)
     clock.advance(6.0)
-    client.query(["1"], final=False)  # the current token still serves
+    ask(client)  # the current token still serves
     assert tokens.call_count == 1 and client.credential().identity == new_id
     clock.advance(70.0)  # renewal due (75 s): the grant uses the new key
-    client.query(["1"], final=False)
+    ask(client)
     assert server.issuers == [old_id, new_id]
 
 
@@ -361,11 +371,11 @@ def test_rotation_clears_the_refusal_back_off(key: Path) -> None:
     respx.get(JOBS).mock(side_effect=server.api)
     client = SFAPIClient(settings(key, key_check_seconds=5.0), clock=clock)
     with pytest.raises(EdgeAuthError):
-        client.query(["1"], final=False)
+        ask(client)
     server.refuse_with = None
     rotate(key)
     clock.advance(5.0)  # well inside the 60 s back-off
-    assert client.query(["1"], final=False) == {} and tokens.call_count == 2
+    assert ask(client) and tokens.call_count == 2
 
 
 def test_settings_are_hashable_and_keyed_on_every_field(key: Path) -> None:
@@ -387,12 +397,12 @@ def test_no_secret_in_messages_logs_or_reprs(key: Path, caplog: pytest.LogCaptur
     texts = [repr(client), repr(client.credentials), repr(client.settings), repr(client.transport)]
     for _ in range(2):
         with pytest.raises(EdgeAuthError) as info:
-            client.query(["1"], final=False)
+            ask(client)
         texts += [str(info.value), repr(info.value)]
     clock.advance(100.0)
     server.refuse_with = "invalid_grant"
     with pytest.raises(EdgeAuthError) as info:
-        client.query(["1"], final=False)
+        ask(client)
     assert "invalid_grant" in str(info.value) and "client is disabled" not in str(info.value)
     texts += [str(info.value), repr(client.credential()), caplog.text, repr(client.credentials)]
     pem_lines = [line for line in key.read_text().splitlines()[2:-1] if len(line) > 20]

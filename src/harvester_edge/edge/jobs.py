@@ -1,38 +1,62 @@
-"""The facility-neutral view of one batch job, as every facility client returns it."""
+"""The facility-neutral view of one batch job, as every facility client returns it.
+
+Four services, four vocabularies (Slurm states through SFAPI, S3M and Globus Compute; PSI/J
+states through the DOE IRI API) meet here: a ``JobState`` that every client can say, plus the
+Slurm detail where the facility passes it (``cause``: NODE_FAIL, OUT_OF_MEMORY, TIMEOUT...;
+``native``: the facility's own words, e.g. ``CANCELLED by 1234``).  ``edge/states.py`` turns a
+record into Harvester's status and error code in one function.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import enum
+from dataclasses import dataclass
 
-from .states import SlurmState, Verdict, judge, parse_exit_code
+
+class JobState(enum.Enum):
+    """PSI/J's job states, which every edge service can be mapped onto."""
+
+    QUEUED = "queued"
+    HELD = "held"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    #: a state the client could not read (a new Slurm state, a truncated text): neither live
+    #: nor final; the worker keeps its status for that record only
+    UNKNOWN = "unknown"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELED)
 
 
 @dataclass(frozen=True)
 class JobRecord:
-    """One job as the scheduler reports it.
+    """One job as the facility reports it.
 
-    ``source`` says who reported it: ``queue`` (squeue: live jobs, no exit code) or
-    ``accounting`` (sacct: final states with exit code).  A final state seen only in the
-    queue is confirmed from accounting before it is reported, so the exit code is known.
+    ``confirmed_final`` is True when a final state comes from the scheduler's accounting or
+    the service's history (with exit code), not only from a live listing: the monitor waits
+    for it (up to ``missingGraceSeconds``) before it reports a worker final.
     """
 
     job_id: str
-    state: SlurmState
-    source: str
+    state: JobState
+    #: the job's name: the worker's tag when the facility reports names
     name: str = ""
-    state_text: str = ""
+    #: Slurm detail of a final state (NODE_FAIL, OUT_OF_MEMORY, TIMEOUT, PREEMPTED, ...)
+    cause: str | None = None
     exit_code: int | None = None
     signal: int | None = None
+    #: the facility's own words for the state ("CANCELLED by 0", "failed: exit 3")
+    native: str = ""
     reason: str = ""
     nodes: str = ""
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
+    confirmed_final: bool = False
 
     @property
     def native_status(self) -> str:
-        return self.state_text or self.state.long_name
-
-    def verdict(self) -> Verdict:
-        return judge(self.state, self.exit_code, self.signal, self.reason, self.state_text)
+        return self.native or self.state.value.upper()
 
 
 @dataclass(frozen=True)
@@ -58,37 +82,7 @@ class Resolution:
 
 def oldest_first(records: list[JobRecord]) -> list[JobRecord]:
     """Jobs found under one tag, the one to adopt first (lowest Slurm id); the rest are
-    duplicates.  Non-numeric ids (federated ``123+0``, array ``123_4``) sort by their text."""
+    duplicates.  Non-numeric ids (federated ``123+0``, array ``123_4``, UUIDs) sort by text."""
     return sorted(
         records, key=lambda r: (0, int(r.job_id), "") if r.job_id.isdigit() else (1, 0, r.job_id)
-    )
-
-
-def record_from_row(
-    row: dict[str, object], *, source: str, id_key: str = "jobid", name_key: str = "name"
-) -> JobRecord:
-    """Build a record from an squeue/sacct-style row (SFAPI rows, our gateway's rows).
-
-    Raises ValueError when the row has no id.  A state text we cannot read becomes
-    ``SlurmState.UNKNOWN`` for this row only: one odd row never blanks a whole chunk.
-    """
-    job_id = str(row.get(id_key) or "").strip()
-    if not job_id:
-        raise ValueError(f"job row without '{id_key}'")
-    state_text = str(row.get("state") or row.get("st") or "").strip()
-    try:
-        state = SlurmState.parse(state_text)
-    except ValueError:
-        state = SlurmState.UNKNOWN
-    exit_code, signal = parse_exit_code(row.get("exitcode"))  # type: ignore[arg-type]
-    return JobRecord(
-        job_id=job_id.split(".", 1)[0],
-        state=state,
-        source=source,
-        name=str(row.get(name_key) or row.get("jobname") or ""),
-        state_text=state_text,
-        exit_code=exit_code,
-        signal=signal,
-        reason=str(row.get("reason") or ""),
-        nodes=str(row.get("nodelist") or row.get("nodes") or ""),
     )

@@ -2,8 +2,9 @@
 
 Why not the libraries' own retries: sfapi_client retries a POST after a read timeout (a
 duplicate job), globus_sdk retries POSTs on 5xx, and none bounds the total time a Harvester
-thread can spend in one call.  Here an idempotent request (GET, DELETE of a known id) is
-retried on network errors, 429 and 5xx, honouring ``Retry-After``.  A non-idempotent request
+thread can spend in one call.  Here an idempotent request (GET, DELETE of a known id, a
+submit carrying an idempotency key) is retried on network errors, 409 (a request with the
+same key still in flight), 429 and 5xx, honouring ``Retry-After``.  A non-idempotent request
 (a submit) is retried only when the service surely did nothing: 429 ("not now") and network
 errors before the request was sent.  Any other 5xx on a submit may come after the job was
 created (a proxy's 502/504, a 500 or even a 503 from a handler that had already called
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import email.utils
 import random
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +26,9 @@ from ..errors import EdgeAPIError, EdgeNetworkError
 
 T = TypeVar("T")
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: statuses an idempotent request is retried on: 409 (IRI v2: a request with the same
+#: idempotency key is still being processed), 429, and the transient 5xx
+RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,6 @@ def call_with_retry(
     policy: RetryPolicy,
     *,
     idempotent: bool,
-    stop: threading.Event | None = None,
     retry_after_of: Callable[[BaseException], float | None] = lambda e: None,
     started: float | None = None,
 ) -> T:
@@ -109,8 +110,4 @@ def call_with_retry(
             wait = policy.delay(attempt, retry_after_of(exc))
             if time.monotonic() - start + wait >= policy.deadline:
                 raise
-            if stop is not None:
-                if stop.wait(wait):
-                    raise
-            else:
-                time.sleep(wait)
+            time.sleep(wait)

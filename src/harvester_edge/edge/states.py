@@ -1,14 +1,9 @@
-"""Slurm job states, mapped to Harvester worker statuses with a diagnosis and an error code.
+"""Job records mapped to Harvester worker statuses with a diagnosis and an error code.
 
-Every facility ends up reporting Slurm's own state (SFAPI and S3M pass squeue/sacct through,
-Globus Compute and IRI wrap it), so this is the one place that decides what a state means.
-Rules beyond stock Harvester's monitors:
-- short codes (``CG``, ``CF``...) are understood, not mapped to failed;
-- ``CANCELLED by 123`` is cancelled;
-- ``COMPLETED`` with a non-zero exit code is failed, with the exit code in the diagnosis;
-- ``NODE_FAIL``, ``BOOT_FAIL``, ``OUT_OF_MEMORY``, ``DEADLINE`` are failed, naming the cause;
-- ``TIMEOUT`` and ``PREEMPTED`` stay *finished* as in stock Harvester (a pilot reaching its
-  walltime is normal), with the cause in the diagnosis.
+Every client reports a facility-neutral ``JobRecord`` (``edge/jobs.py``; the Slurm
+vocabulary is read in ``facilities/passthrough.py``, PSI/J states by the IRI client), and
+``verdict_of`` is the one place that decides what a record means for Harvester.  Also here:
+the error codes in Harvester's categories and the submit-limit words of sbatch.
 """
 
 from __future__ import annotations
@@ -18,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from ..harvester import WorkSpec
+from .jobs import JobRecord, JobState
 
 
 class ErrorCode(enum.IntEnum):
@@ -39,8 +35,6 @@ class ErrorCode(enum.IntEnum):
     BOOT_FAIL = 5654
     OUT_OF_MEMORY = 5655
     DEADLINE = 5656
-    TIMEOUT = 5657
-    PREEMPTED = 5658
     CANCELLED = 5659
     REVOKED = 5660
     JOB_LOST = 5661
@@ -59,8 +53,6 @@ ERROR_PATTERNS: dict[int, str] = {
     ErrorCode.BOOT_FAIL: r"Slurm job hit a node boot failure \(BOOT_FAIL\).*",
     ErrorCode.OUT_OF_MEMORY: r"Slurm job ran out of memory \(OUT_OF_MEMORY\).*",
     ErrorCode.DEADLINE: r"Slurm job reached its deadline before start \(DEADLINE\).*",
-    ErrorCode.TIMEOUT: r"Slurm job reached its walltime \(TIMEOUT\).*",
-    ErrorCode.PREEMPTED: r"Slurm job was preempted \(PREEMPTED\).*",
     ErrorCode.CANCELLED: r"Slurm job cancelled.*",
     ErrorCode.REVOKED: r"Slurm job revoked by a sibling cluster \(REVOKED\).*",
     ErrorCode.JOB_LOST: r"Slurm job .* vanished: .*",
@@ -70,136 +62,9 @@ ERROR_PATTERNS: dict[int, str] = {
 }
 
 
-class SlurmState(enum.Enum):
-    """Slurm job states: value is (long name, short code)."""
-
-    BOOT_FAIL = ("BOOT_FAIL", "BF")
-    CANCELLED = ("CANCELLED", "CA")
-    COMPLETED = ("COMPLETED", "CD")
-    COMPLETING = ("COMPLETING", "CG")
-    CONFIGURING = ("CONFIGURING", "CF")
-    DEADLINE = ("DEADLINE", "DL")
-    FAILED = ("FAILED", "F")
-    NODE_FAIL = ("NODE_FAIL", "NF")
-    OUT_OF_MEMORY = ("OUT_OF_MEMORY", "OOM")
-    PENDING = ("PENDING", "PD")
-    PREEMPTED = ("PREEMPTED", "PR")
-    RESV_DEL_HOLD = ("RESV_DEL_HOLD", "RD")
-    REQUEUE_FED = ("REQUEUE_FED", "RF")
-    REQUEUE_HOLD = ("REQUEUE_HOLD", "RH")
-    REQUEUED = ("REQUEUED", "RQ")
-    RESIZING = ("RESIZING", "RS")
-    REVOKED = ("REVOKED", "RV")
-    RUNNING = ("RUNNING", "R")
-    SIGNALING = ("SIGNALING", "SI")
-    SPECIAL_EXIT = ("SPECIAL_EXIT", "SE")
-    STAGE_OUT = ("STAGE_OUT", "SO")
-    STOPPED = ("STOPPED", "ST")
-    SUSPENDED = ("SUSPENDED", "S")
-    TIMEOUT = ("TIMEOUT", "TO")
-    #: a state text we cannot read (a new Slurm state, a truncated ``OUT_OF_ME+``): neither
-    #: live nor final; the worker keeps its status ("could not check") for that row only
-    UNKNOWN = ("UNKNOWN", "?")
-
-    @property
-    def long_name(self) -> str:
-        return self.value[0]
-
-    @property
-    def code(self) -> str:
-        return self.value[1]
-
-    @property
-    def is_final(self) -> bool:
-        return self in _FINAL
-
-    @classmethod
-    def parse(cls, text: str) -> SlurmState:
-        """Parse a long name, a short code, ``CANCELLED by 123`` or sacct's ``CANCELLED+``.
-
-        Raises ValueError naming the text when it is no Slurm state.
-        """
-        raw = (text or "").strip().split(" ", 1)[0].upper()
-        word = raw.rstrip("+")
-        state = _BY_NAME.get(word)
-        if state is None and raw.endswith("+") and len(word) >= 3:
-            # sacct cut the column (``OUT_OF_ME+``): the one long name it starts
-            matches = {s for name, s in _BY_NAME.items() if len(name) > 3 and name.startswith(word)}
-            state = matches.pop() if len(matches) == 1 else None
-        if state is None:
-            raise ValueError(f"unknown Slurm job state {text!r}")
-        return state
-
-
-_BY_NAME: dict[str, SlurmState] = {}
-for _s in SlurmState:
-    if _s is not SlurmState.UNKNOWN:
-        _BY_NAME[_s.long_name] = _s
-        _BY_NAME[_s.code] = _s
-
-_FINAL = frozenset(
-    {
-        SlurmState.BOOT_FAIL, SlurmState.CANCELLED, SlurmState.COMPLETED, SlurmState.DEADLINE,
-        SlurmState.FAILED, SlurmState.NODE_FAIL, SlurmState.OUT_OF_MEMORY, SlurmState.PREEMPTED,
-        SlurmState.REVOKED, SlurmState.SPECIAL_EXIT, SlurmState.TIMEOUT,
-    }
-)  # fmt: skip
-
-# Live states -> worker status.  Held/requeued jobs wait in the queue: submitted.
-_LIVE = {
-    SlurmState.PENDING: WorkSpec.ST_submitted,
-    SlurmState.CONFIGURING: WorkSpec.ST_submitted,
-    SlurmState.REQUEUED: WorkSpec.ST_submitted,
-    SlurmState.REQUEUE_HOLD: WorkSpec.ST_submitted,
-    SlurmState.REQUEUE_FED: WorkSpec.ST_submitted,
-    SlurmState.RESV_DEL_HOLD: WorkSpec.ST_submitted,
-    SlurmState.RUNNING: WorkSpec.ST_running,
-    SlurmState.COMPLETING: WorkSpec.ST_running,
-    SlurmState.STAGE_OUT: WorkSpec.ST_running,
-    SlurmState.SIGNALING: WorkSpec.ST_running,
-    SlurmState.RESIZING: WorkSpec.ST_running,
-    SlurmState.SUSPENDED: WorkSpec.ST_running,
-    SlurmState.STOPPED: WorkSpec.ST_running,
-}
-
-# Final failure states with their cause.
-_FAILED_CAUSE = {
-    SlurmState.FAILED: (ErrorCode.SLURM_FAILED, "Slurm job failed"),
-    SlurmState.NODE_FAIL: (ErrorCode.NODE_FAIL, "Slurm job hit a node failure (NODE_FAIL)"),
-    SlurmState.BOOT_FAIL: (ErrorCode.BOOT_FAIL, "Slurm job hit a node boot failure (BOOT_FAIL)"),
-    SlurmState.OUT_OF_MEMORY: (
-        ErrorCode.OUT_OF_MEMORY,
-        "Slurm job ran out of memory (OUT_OF_MEMORY)",
-    ),
-    SlurmState.DEADLINE: (
-        ErrorCode.DEADLINE,
-        "Slurm job reached its deadline before start (DEADLINE)",
-    ),
-    SlurmState.REVOKED: (ErrorCode.REVOKED, "Slurm job revoked by a sibling cluster (REVOKED)"),
-    SlurmState.SPECIAL_EXIT: (
-        ErrorCode.SLURM_FAILED,
-        "Slurm job failed: special exit (SPECIAL_EXIT)",
-    ),
-}
-
-_EXIT = re.compile(r"^\s*(-?\d+)(?::(\d+))?\s*$")
-
-
-def parse_exit_code(text: str | int | None) -> tuple[int | None, int | None]:
-    """``"3:0"`` -> (3, 0): sacct's ``exitcode:signal``.  Bare ints are taken as exit codes."""
-    if text is None or text == "":
-        return None, None
-    if isinstance(text, int):
-        return text, 0
-    m = _EXIT.match(str(text))
-    if not m:
-        return None, None
-    return int(m.group(1)), int(m.group(2)) if m.group(2) is not None else 0
-
-
 @dataclass(frozen=True)
 class Verdict:
-    """What a Slurm record means for the worker."""
+    """What a job record means for the worker."""
 
     #: a WorkSpec status, or None: "could not check" (a state we cannot read)
     status: str | None
@@ -213,44 +78,66 @@ class Verdict:
         )  # fmt: skip
 
 
-def judge(
-    state: SlurmState,
-    exit_code: int | None = None,
-    signal: int | None = None,
-    reason: str = "",
-    state_text: str = "",
-) -> Verdict:
-    """Map a Slurm state (+ exit code, signal, reason) to a worker status and diagnosis.
+# Final failure causes (Slurm's words, passed through by SFAPI, S3M, Globus Compute and the
+# IRI API where the facility gives them) with their error code.
+_FAILED_CAUSE = {
+    "NODE_FAIL": (ErrorCode.NODE_FAIL, "Slurm job hit a node failure (NODE_FAIL)"),
+    "BOOT_FAIL": (ErrorCode.BOOT_FAIL, "Slurm job hit a node boot failure (BOOT_FAIL)"),
+    "OUT_OF_MEMORY": (ErrorCode.OUT_OF_MEMORY, "Slurm job ran out of memory (OUT_OF_MEMORY)"),
+    "DEADLINE": (ErrorCode.DEADLINE, "Slurm job reached its deadline before start (DEADLINE)"),
+    "REVOKED": (ErrorCode.REVOKED, "Slurm job revoked by a sibling cluster (REVOKED)"),
+    "SPECIAL_EXIT": (ErrorCode.SLURM_FAILED, "Slurm job failed: special exit (SPECIAL_EXIT)"),
+}
+# Causes that stay *finished*, as in stock Harvester (a pilot reaching its walltime is normal).
+_FINISHED_CAUSE = {
+    "TIMEOUT": "Slurm job reached its walltime (TIMEOUT)",
+    "PREEMPTED": "Slurm job was preempted (PREEMPTED)",
+}
+_LIVE = {
+    JobState.QUEUED: WorkSpec.ST_submitted,
+    JobState.HELD: WorkSpec.ST_submitted,
+    JobState.ACTIVE: WorkSpec.ST_running,
+}
 
-    ``state_text`` is the scheduler's own text, e.g. ``CANCELLED by 1234`` (who cancelled).
+
+def verdict_of(record: JobRecord) -> Verdict:
+    """The one mapping from a job record to a worker status, diagnosis and error code.
+
+    Rules beyond stock Harvester's monitors: a state we cannot read is "could not check";
+    COMPLETED with a non-zero exit code is failed; NODE_FAIL, BOOT_FAIL, OUT_OF_MEMORY,
+    DEADLINE, REVOKED are failed naming the cause; TIMEOUT and PREEMPTED stay finished with the
+    cause in the diagnosis; "CANCELLED by 123" is cancelled, saying who.
     """
+    state, native = record.state, record.native_status
+    reason = record.reason
     why = f" (reason: {reason})" if reason and reason not in ("None", "none") else ""
-    if state is SlurmState.UNKNOWN:
-        return Verdict(None, f"unrecognised Slurm state {state_text!r}; keeping the status")
+    if state is JobState.UNKNOWN:
+        return Verdict(None, f"unrecognised job state {native!r}; keeping the status")
     if state in _LIVE:
-        return Verdict(_LIVE[state], f"{state.long_name}{why}" if why else "")
+        return Verdict(_LIVE[state], f"{native}{why}" if why else "")
+    exit_code, signal = record.exit_code, record.signal
     exit_text = "" if exit_code is None else f", exit code {exit_code}"
     if signal:
         exit_text += f", signal {signal}"
-    if state in (SlurmState.COMPLETED, SlurmState.FAILED) and exit_code:
-        verb = "completed" if state is SlurmState.COMPLETED else "failed"
+    if record.cause in _FINISHED_CAUSE:
+        return Verdict(WorkSpec.ST_finished, _FINISHED_CAUSE[record.cause])
+    if state is JobState.CANCELED:
+        by = native.split(" by ", 1)[1].strip() if " by " in native else ""
+        who = f" by uid {by}" if by else ""
+        return Verdict(WorkSpec.ST_cancelled, f"Slurm job cancelled{who}{why}", ErrorCode.CANCELLED)
+    if record.cause in _FAILED_CAUSE:
+        code, cause = _FAILED_CAUSE[record.cause]
+        return Verdict(WorkSpec.ST_failed, f"{cause}{exit_text}{why}", code)
+    if exit_code:
+        verb = "completed" if state is JobState.COMPLETED else "failed"
         return Verdict(
             WorkSpec.ST_failed,
             f"Slurm job {verb} with non-zero exit code {exit_code}{why}",
             ErrorCode.NONZERO_EXIT,
         )
-    if state is SlurmState.COMPLETED:
+    if state is JobState.COMPLETED:
         return Verdict(WorkSpec.ST_finished)
-    if state is SlurmState.CANCELLED:
-        by = state_text.split(" by ", 1)[1].strip() if " by " in state_text else ""
-        who = f" by uid {by}" if by else ""
-        return Verdict(WorkSpec.ST_cancelled, f"Slurm job cancelled{who}{why}", ErrorCode.CANCELLED)
-    if state is SlurmState.TIMEOUT:
-        return Verdict(WorkSpec.ST_finished, "Slurm job reached its walltime (TIMEOUT)")
-    if state is SlurmState.PREEMPTED:
-        return Verdict(WorkSpec.ST_finished, "Slurm job was preempted (PREEMPTED)")
-    code, cause = _FAILED_CAUSE[state]
-    return Verdict(WorkSpec.ST_failed, f"{cause}{exit_text}{why}", code)
+    return Verdict(WorkSpec.ST_failed, f"Slurm job failed{exit_text}{why}", ErrorCode.SLURM_FAILED)
 
 
 # sbatch's words when a submit limit (QOS or association) refuses a job: not a failure of the

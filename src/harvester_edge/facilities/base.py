@@ -1,22 +1,19 @@
 """The one interface every edge service implements (SFAPI, S3M, Globus Compute, DOE IRI).
 
 The generic plugins (``plugins/submitter.py``, ``monitor.py``, ``sweeper.py``) own the loop:
-render -> submit -> resolve -> bulk poll -> cross-check -> cancel.  A facility client only
-translates those steps into its service's requests and parses the answers into ``JobRecord``
-/ ``SubmitReceipt`` / ``Resolution``.  How the four services fit:
+build the job spec -> submit -> resolve -> bulk poll -> cancel.  A client translates those
+steps into its service's requests and parses the answers into ``JobRecord`` /
+``SubmitReceipt`` / ``Resolution`` / ``CancelOutcome``; it declares ``Capabilities``, and the
+plugins read only those.  How the four services fit:
 
-- SFAPI: submit is a POST that returns a *task*; ``resolve`` reads tasks (one by one for a
-  few, else the list); ``query`` is squeue (``sacct=false``) or sacct (``sacct=true``) for a
-  list of ids; ``find_by_tags`` is the same with ``name=``; cancel is one ``scancel`` of a chunk
-  of ids through the command utility (DELETE per job where that is refused); ``read_texts`` is
-  one ``cat`` of a chunk of files.
-- S3M (slurmrestd data model): submit returns a job id at once; query reads ``/jobs`` (one
-  request, filter ids client-side) and ``/job/{id}`` history for final states.
-- Globus Compute: submit runs an ``sbatch`` ShellFunction, a task; ``resolve`` reads the batch
-  of task results (the sbatch output holds the job id); query/cancel run squeue/sacct/scancel
-  ShellFunctions.
-- DOE IRI: submit takes an ``Idempotency-Key`` (the tag) and returns a job; query is the bulk
-  ``POST /compute/status/{resource}``; cancel is ``DELETE``.
+- SFAPI: a Slurm script, answered by a task (``async_submit``); poll is squeue + sacct rows;
+  cancel one ``scancel`` command per chunk; files by a ``cat`` command.
+- S3M: slurmrestd JSON, a job id at once; poll ``/jobs`` + ``/job/{id}`` history; DELETE per
+  job; no files.
+- Globus Compute: sbatch in a shell task (``async_submit``); poll, lookup and cancel are shell
+  tasks read on the next cycle (``deferred_queries``); files through a task.
+- DOE IRI: a PSI/J spec with an ``Idempotency-Key`` (``idempotent_submit``); poll the bulk
+  ``POST /compute/status``; DELETE per job; no files.
 
 Every method raises only ``harvester_edge.errors`` exceptions.  ``None``-valued answers are
 never used for "could not ask": that is an exception with ``transient=True``.
@@ -28,8 +25,10 @@ import abc
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..edge.jobs import JobRecord, Resolution, SubmitReceipt
+from ..edge.spec import JobSpec
 
 
 @dataclass(frozen=True)
@@ -82,26 +81,69 @@ class CredentialFacts:
 
 
 @dataclass(frozen=True)
-class SubmitRequest:
-    """Everything a facility needs to start one batch job."""
+class Capabilities:
+    """What a service can do; the generic plugins branch on these, never on its name."""
 
-    script: str
-    tag: str
-    work_dir: str
+    #: submit answers a handle (a task) resolved later, not a job id (SFAPI, Globus Compute)
+    async_submit: bool = False
+    #: the service dedupes submits by an idempotency key (the tag) over a byte-identical
+    #: body (IRI v2): a submit whose answer was lost may simply be sent again
+    idempotent_submit: bool = False
+    #: poll/find/cancel are themselves tasks, answered on a later cycle (Globus Compute)
+    deferred_queries: bool = False
+    #: the service cancels a job itself (else cancel runs scancel through a task)
+    server_cancel: bool = True
+    #: small files can be read back from the facility (pilot summaries)
+    files: bool = False
+    #: ids or tags per bulk request
+    max_ids_per_query: int = 500
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """One job's answer to a cancel request."""
+
+    kind: str
+    text: str = ""
+
+    ACCEPTED: ClassVar[str] = "accepted"
+    ALREADY_FINAL: ClassVar[str] = "already_final"
+    REFUSED: ClassVar[str] = "refused"
+
+    @classmethod
+    def accepted(cls) -> CancelOutcome:
+        return cls(cls.ACCEPTED)
+
+    @classmethod
+    def already_final(cls, text: str = "") -> CancelOutcome:
+        return cls(cls.ALREADY_FINAL, text)
+
+    @classmethod
+    def refused(cls, text: str) -> CancelOutcome:
+        return cls(cls.REFUSED, text)
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A probe started now (a status, lookup or cancel task) whose answer comes on a later
+    cycle.  Plugins never block on it; the client keeps it and answers the same question
+    once it has finished.  ``started`` is epoch seconds: a probe older than the plugin's
+    ``probeTimeoutSeconds`` makes the question "could not check"."""
+
+    probe: str
+    started: float
 
 
 class FacilityClient(abc.ABC):
     """A client of one edge service for one credential; shared by all plugin instances.
 
-    Implementations must be thread-safe and do no I/O in their constructor.
+    Implementations must be thread-safe and do no I/O in their constructor.  Every method
+    raises only ``harvester_edge.errors`` exceptions.
     """
 
     #: short name used in logs and diagnoses ("sfapi", "s3m", ...)
-    service: str = "facility"
-    #: whether ``read_text`` can fetch files from the facility (pilot summaries)
-    supports_files: bool = False
-    #: maximum number of ids per bulk query request
-    max_query_ids: int = 500
+    service: ClassVar[str] = "facility"
+    capabilities: ClassVar[Capabilities] = Capabilities()
     #: the sharing key (set by ``registry.shared_client``); caches keyed on it
     cache_key: Hashable = None
 
@@ -109,26 +151,34 @@ class FacilityClient(abc.ABC):
     def health(self) -> Health:
         """Ask the facility whether the machine takes and runs jobs."""
 
+    def credential(self) -> CredentialFacts:
+        """The credential's facts for the throttler and the credential manager (no I/O)."""
+        return CredentialFacts(kind="none")
+
     @abc.abstractmethod
-    def submit(self, request: SubmitRequest) -> SubmitReceipt:
-        """Start one job.  Never retried blindly: an ambiguous failure raises
-        ``EdgeNetworkError(maybe_sent=True)`` and the caller looks the tag up."""
+    def submit(self, spec: JobSpec) -> SubmitReceipt:
+        """Start one job, encoded from ``spec`` in the service's wire format.  Never retried
+        blindly: an ambiguous failure raises ``EdgeNetworkError(maybe_sent=True)`` or an
+        ``EdgeAPIError`` with a 5xx status, and the caller looks the tag up (or, with
+        ``idempotent_submit``, sends the same body with the same key again)."""
 
     def resolve(self, handles: Sequence[str]) -> dict[str, Resolution]:
         """Resolve asynchronous submits in bulk; handles absent from the answer are unknown."""
         return {}
 
     @abc.abstractmethod
-    def query(self, job_ids: Sequence[str], *, final: bool) -> dict[str, JobRecord]:
-        """One request for many ids: live jobs (``final=False``) or accounting records."""
+    def poll(self, job_ids: Sequence[str]) -> dict[str, JobRecord] | Deferred:
+        """Many jobs at once, final states confirmed where the service has accounting or
+        history (``JobRecord.confirmed_final``).  Ids absent from the answer were seen
+        nowhere."""
 
     @abc.abstractmethod
-    def find_by_tags(self, tags: Sequence[str]) -> dict[str, list[JobRecord]]:
-        """Jobs carrying these tags as names, live and accounted, grouped by tag."""
+    def find(self, tags: Sequence[str]) -> dict[str, list[JobRecord]] | Deferred:
+        """Jobs carrying these tags as names, live and ended, grouped by tag."""
 
     @abc.abstractmethod
-    def cancel(self, job_ids: Sequence[str]) -> dict[str, str | None]:
-        """Ask to cancel; per id, None when the request was accepted, else the error text."""
+    def cancel(self, job_ids: Sequence[str]) -> dict[str, CancelOutcome] | Deferred:
+        """Ask to cancel; one outcome per id."""
 
     def live_tags(self, prefix: str) -> list[str]:
         """Names starting with ``prefix`` of this credential's live jobs (one request).
@@ -137,19 +187,11 @@ class FacilityClient(abc.ABC):
         """
         raise NotImplementedError
 
-    def read_text(self, path: str) -> str | None:
-        """A small text file from the facility, or None when it does not exist."""
-        return None
-
     def read_texts(self, paths: Sequence[str]) -> dict[str, str | None]:
         """Many small files in as few requests as the service allows: path -> text, or None
         when the file does not exist.  Paths absent from the answer could not be read now.
-        The default reads one by one; clients with a bulk channel override it."""
-        return {path: self.read_text(path) for path in paths}
-
-    def credential(self) -> CredentialFacts:
-        """The credential's facts for the throttler and the credential manager (no I/O)."""
-        return CredentialFacts(kind="none")
+        Only called when ``capabilities.files``."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 (optional hook: most clients hold nothing)
         """Release connections (used by tests and the CLI)."""

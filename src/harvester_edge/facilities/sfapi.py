@@ -1,17 +1,23 @@
 """NERSC Superfacility API client.
 
-We do the requests ourselves through ``HttpxTransport`` because ``sfapi_client``'s own calls
-retry a POST after a read timeout (duplicate jobs), wait for tasks in a sleep loop with no
-timeout, query one job per call, and renew tokens inside every request with authlib's fixed
-60 s leeway (two grants per request once tokens live 60 s or less).  Its wire formats are
-what we follow; endpoint shapes: shared/FACILITY_APIS.md.
+We do the requests ourselves through ``HttpxTransport`` (``facilities/transport.py``)
+because ``sfapi_client``'s own calls retry a POST after a read timeout (duplicate jobs), wait
+for tasks in a sleep loop with no timeout, query one job per call, and renew tokens inside
+every request with authlib's fixed 60 s leeway (two grants per request once tokens live 60 s
+or less).  Its wire formats are what we follow; endpoint shapes: shared/FACILITY_APIS.md.
 
-Credentials (:class:`IrisCredential`): the Iris key file in ``sfapi_client``'s format (client
-id on the first line then the PEM key, or ``.json`` with ``client_id``/``secret``), mode
-0600.  Tokens come from one ``private_key_jwt`` client-credentials grant, made in one place
-under a lock, renewed ``min(60 s, lifetime / 4)`` before they expire and swapped in whole;
-a refused credential is not asked again for ``refusal_backoff`` seconds; a changed key file
-is picked up (checked with ``os.stat`` every ``key_check_seconds``).
+Credentials (:class:`IrisCredential`, the transport's ``Auth``): the Iris key file in
+``sfapi_client``'s format (client id on the first line then the PEM key, or ``.json`` with
+``client_id``/``secret``), mode 0600.  Tokens come from one ``private_key_jwt``
+client-credentials grant, made in one place under a lock, renewed ``min(60 s, lifetime /
+4)`` before they expire and swapped in whole; a refused credential is not asked again for
+``refusal_backoff`` seconds; a changed key file is picked up (checked with ``os.stat``
+every ``key_check_seconds``).
+
+Interface (``facilities/base.py``): submit posts the spec's Slurm script and answers a task
+(``async_submit``); ``poll`` is one squeue request for the ids plus one sacct request for those
+gone from the queue or final there (``passthrough.confirm_with_accounting``); ``find`` the
+same by job name; the records come from the rows through the Slurm passthrough.
 
 Bulk operations go through the command utility (``POST /utilities/command/{machine}``, an
 asynchronous task whose result is ``{"status", "output", "error", "exit_code"}``): one
@@ -29,7 +35,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
@@ -39,11 +45,13 @@ from authlib.oauth2.rfc7523 import private_key_jwt_sign
 from joserfc.jwk import RSAKey
 from sfapi_client._models import Outage as SfapiOutage
 
-from ..edge.jobs import JobRecord, Resolution, SubmitReceipt, record_from_row
+from ..edge.jobs import JobRecord, Resolution, SubmitReceipt
 from ..edge.retry import RetryPolicy, Timeouts
+from ..edge.spec import JobSpec
 from ..errors import EdgeAPIError, EdgeAuthError, EdgeConfigError, EdgeNetworkError
-from .base import CredentialFacts, FacilityClient, Health, Outage, SubmitRequest
-from .http import NOT_SENT, HttpxTransport, run_bounded
+from .base import CancelOutcome, Capabilities, CredentialFacts, FacilityClient, Health, Outage
+from .passthrough import confirm_with_accounting, record_from_row
+from .transport import NOT_SENT, HttpxTransport, run_bounded
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +176,10 @@ class _Refused(Exception):
 _OAUTH_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,60}$")
 
 
+def _bearer_of(sent: Mapping[str, str]) -> str:
+    return sent.get("Authorization", "").removeprefix("Bearer ")
+
+
 def _copy(exc: EdgeAPIError) -> EdgeAPIError:
     """A fresh exception with the same meaning (one object must not be raised in many threads)."""
     if isinstance(exc, EdgeNetworkError):
@@ -192,6 +204,10 @@ class IrisCredential:
     - The key file is stat-ed at most every ``key_check_seconds``; a changed file (inode,
       size or mtime) is read again and swapped in; the current token stays valid (calls in
       flight keep theirs), the back-off is cleared.
+
+    As the transport's ``Auth``: ``headers()`` is ``Authorization: Bearer <token>``,
+    ``refresh`` drops the refused token (a new grant always follows), ``refused`` starts the
+    back-off.
     """
 
     def __init__(
@@ -334,16 +350,24 @@ class IrisCredential:
         finally:
             self._grant_lock.release()
 
+    # the transport's Auth -----------------------------------------------------------------
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.bearer()}"}
+
+    def refresh(self, sent: Mapping[str, str]) -> bool:
+        self.invalidate(_bearer_of(sent))
+        return True
+
+    def refused(self, sent: Mapping[str, str], status: int) -> EdgeAuthError:
+        """The API refused a token we fetched after the previous one was refused."""
+        self.invalidate(_bearer_of(sent))
+        return self._refuse(f"the API refused a new token (HTTP {status})", status)
+
     def invalidate(self, token: str) -> None:
         with self._state_lock:
             tok = self._token
             if tok is not None and tok.value == token:
                 self._token = replace(tok, renew_at=float("-inf"), expires_at=float("-inf"))
-
-    def refused(self, token: str, status: int) -> EdgeAuthError:
-        """The API refused a token we fetched after the previous one was refused."""
-        self.invalidate(token)
-        return self._refuse(f"the API refused a new token (HTTP {status})", status)
 
     def _refuse(self, reason: str, status: int | None) -> EdgeAuthError:
         until = self._clock() + self._backoff
@@ -477,8 +501,7 @@ class SFAPIClient(FacilityClient):
     """One SFAPI machine through one Iris client key."""
 
     service = "sfapi"
-    supports_files = True
-    max_query_ids = 500
+    capabilities = Capabilities(async_submit=True, files=True, max_ids_per_query=500)
 
     def __init__(self, settings: SFAPISettings, *, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
@@ -562,11 +585,13 @@ class SFAPIClient(FacilityClient):
                 found.append(outage)
         return tuple(sorted(found, key=lambda o: o.start))
 
-    def submit(self, request: SubmitRequest) -> SubmitReceipt:
+    def submit(self, spec: JobSpec) -> SubmitReceipt:
+        """Post the spec's Slurm script (SFAPI's encoding is the script itself); the answer
+        is a task, resolved by ``resolve``."""
         answer = self.transport.request(
             "POST",
             f"compute/jobs/{self.settings.machine}",
-            data={"job": request.script, "isPath": "false"},
+            data={"job": spec.script, "isPath": "false"},
             idempotent=False,
         )
         if not isinstance(answer, dict):
@@ -620,21 +645,28 @@ class SFAPIClient(FacilityClient):
         keep = set(wanted)
         return {str(t["id"]): t for t in tasks if isinstance(t, dict) and str(t.get("id")) in keep}
 
-    def query(self, job_ids: Sequence[str], *, final: bool) -> dict[str, JobRecord]:
-        if not job_ids:
-            return {}
-        rows = self._jobs({"sacct": "true" if final else "false"}, _kwargs("jobid", job_ids))
-        records = self._records(rows, final)
-        return {r.job_id: r for r in records}
+    def poll(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
+        """One squeue request for all ids, then one sacct request for those gone from the
+        queue or final there: a final state comes from accounting, with its exit code
+        (``confirmed_final``).  Ids in neither answer are absent."""
+        return confirm_with_accounting(
+            job_ids, lambda ids: self._query(ids, False), lambda ids: self._query(ids, True)
+        )
 
-    def find_by_tags(self, tags: Sequence[str]) -> dict[str, list[JobRecord]]:
+    def _query(self, job_ids: Sequence[str], accounting: bool) -> dict[str, JobRecord]:
+        params = {"sacct": "true" if accounting else "false"}
+        rows = self._jobs(params, _kwargs("jobid", job_ids))
+        return {r.job_id: r for r in self._records(rows, accounting)}
+
+    def find(self, tags: Sequence[str]) -> dict[str, list[JobRecord]]:
+        """Jobs named by these tags: one squeue and one sacct request by name; a live record
+        wins over the accounting one of the same job."""
         found: dict[str, dict[str, JobRecord]] = {}
         if not tags:
             return {}
-        for final in (False, True):
-            rows = self._jobs({"sacct": "true" if final else "false"}, _kwargs("name", tags))
-            for record in self._records(rows, final):
-                # a live record wins over an accounting one of the same job
+        for accounting in (False, True):
+            params = {"sacct": "true" if accounting else "false"}
+            for record in self._records(self._jobs(params, _kwargs("name", tags)), accounting):
                 found.setdefault(record.name, {}).setdefault(record.job_id, record)
         wanted = set(tags)
         return {tag: list(jobs.values()) for tag, jobs in found.items() if tag in wanted}
@@ -702,14 +734,18 @@ class SFAPIClient(FacilityClient):
                 self._refuse_commands(run.error)
         return runs
 
-    def cancel(self, job_ids: Sequence[str]) -> dict[str, str | None]:
+    def cancel(self, job_ids: Sequence[str]) -> dict[str, CancelOutcome]:
         """Cancel in bulk: one ``scancel id...`` command per ``cancel_chunk`` ids, then the
-        tasks read (a task not finished in ``command_wait`` counts as accepted: the sweeper
-        confirms every id with Slurm).  A job that already ended is accepted, not an error.
+        tasks read.  Per id: accepted (also a task not finished in ``command_wait``: the
+        sweeper confirms every id with Slurm); already final with scancel's words (``already
+        completing or completed``, ``Invalid job id specified``); refused with the reason
+        (scancel's error, a failed request, an id we will not put on a command line).
         Falls back to one ``DELETE`` per job when the command utility is refused."""
         ids = _unique(job_ids)
-        out: dict[str, str | None] = {
-            i: f"not a Slurm job id: {i[:40]!r}" for i in ids if not JOB_ID.match(i)
+        out: dict[str, CancelOutcome] = {
+            i: CancelOutcome.refused(f"not a Slurm job id: {i[:40]!r}")
+            for i in ids
+            if not JOB_ID.match(i)
         }
         valid = [i for i in ids if i not in out]
         rest: list[str] = []
@@ -720,9 +756,11 @@ class SFAPIClient(FacilityClient):
                 if run.state == "refused":
                     rest += part
                 elif run.state == "error":
-                    out.update({i: f"cancel failed: {run.error}" for i in part})
+                    out.update(
+                        dict.fromkeys(part, CancelOutcome.refused(f"cancel failed: {run.error}"))
+                    )
                 elif run.state == "pending":
-                    out.update(dict.fromkeys(part))
+                    out.update(dict.fromkeys(part, CancelOutcome.accepted()))
                 else:
                     out.update(parse_scancel(part, run.result))
         else:
@@ -731,24 +769,24 @@ class SFAPIClient(FacilityClient):
             out.update(self._cancel_each(rest))
         return out
 
-    def _cancel_each(self, job_ids: list[str]) -> dict[str, str | None]:
-        def delete(job_id: str) -> tuple[str, str | None, str | None]:
+    def _cancel_each(self, job_ids: list[str]) -> dict[str, CancelOutcome]:
+        def delete(job_id: str) -> tuple[str, str | None, CancelOutcome | None]:
             try:
                 answer = self.transport.request(
                     "DELETE", f"compute/jobs/{self.settings.machine}/{job_id}",
                     forbidden="resource",
                 )  # fmt: skip
             except EdgeAPIError as exc:
-                return job_id, None, str(exc)
+                return job_id, None, _cancel_error(str(exc))
             if not isinstance(answer, dict) or str(answer.get("status", "")).upper() != "OK":
                 error = answer.get("error") if isinstance(answer, dict) else None
-                return job_id, None, f"cancel refused: {error or 'malformed answer'}"
+                return job_id, None, _cancel_error(f"cancel refused: {error or 'malformed answer'}")
             return job_id, str(answer.get("task_id") or ""), None
 
         results = run_bounded(delete, job_ids, self.settings.fallback_concurrency)
-        out: dict[str, str | None] = {job_id: error for job_id, _, error in results}
+        out = {job_id: outcome or CancelOutcome.accepted() for job_id, _, outcome in results}
         # The DELETE only queues a task; a task that ended in error means scancel refused.
-        task_of = {task: job_id for job_id, task, error in results if task and error is None}
+        task_of = {task: job_id for job_id, task, outcome in results if task and outcome is None}
         if task_of:
             try:
                 done = self._tasks(list(task_of))
@@ -756,8 +794,8 @@ class SFAPIClient(FacilityClient):
                 done = {}  # unknown: the caller confirms with Slurm anyway
             for task_id, task in done.items():
                 error = task_error(task)
-                if error and not _benign_cancel(error):
-                    out[task_of[task_id]] = f"cancel failed: {error}"
+                if error:
+                    out[task_of[task_id]] = _cancel_error(f"cancel failed: {error}")
         return out
 
     def read_texts(self, paths: Sequence[str]) -> dict[str, str | None]:
@@ -796,7 +834,7 @@ class SFAPIClient(FacilityClient):
     def _download_each(self, paths: list[str]) -> dict[str, str | None]:
         def one(path: str) -> tuple[str, str | None, bool]:
             try:
-                return path, self.read_text(path), True
+                return path, self._download(path), True
             except EdgeAPIError:
                 return path, None, False
 
@@ -820,7 +858,8 @@ class SFAPIClient(FacilityClient):
             self._user_name = str(name)
         return self._user_name
 
-    def read_text(self, path: str) -> str | None:
+    def _download(self, path: str) -> str | None:
+        """One file by the download utility: its text, or None when it does not exist."""
         answer = self.transport.request(
             "GET", f"utilities/download/{self.settings.machine}/{path}", forbidden="resource"
         )
@@ -851,13 +890,15 @@ class SFAPIClient(FacilityClient):
         return rows
 
     @staticmethod
-    def _records(rows: list[Any], final: bool) -> list[JobRecord]:
-        """Records of the readable rows.  A row that is not an object or has no id is skipped
-        (one odd row never blanks a chunk; an unknown state reads as UNKNOWN); but rows none
-        of which is readable mean the answer's shape changed: a transient error, never an
-        empty answer (which would read as "every job gone")."""
+    def _records(rows: list[Any], accounting: bool) -> list[JobRecord]:
+        """Records of the readable rows (squeue's, or sacct's with ``accounting``: their job
+        name is ``jobname``).  A row that is not an object or has no id is skipped (one odd
+        row never blanks a chunk; an unknown state reads as UNKNOWN); but rows none of which
+        is readable mean the answer's shape changed: a transient error, never an empty answer
+        (which would read as "every job gone")."""
         records = []
         skipped = 0
+        name_key = "jobname" if accounting else "name"
         for row in rows:
             if not isinstance(row, dict):
                 skipped += 1
@@ -865,13 +906,7 @@ class SFAPIClient(FacilityClient):
             if "." in str(row.get("jobid", "")):
                 continue  # a job step (sacct without -X)
             try:
-                records.append(
-                    record_from_row(
-                        row,
-                        source="accounting" if final else "queue",
-                        name_key="jobname" if final else "name",
-                    )
-                )
+                records.append(record_from_row(row, accounting=accounting, name_key=name_key))
             except ValueError:
                 skipped += 1
         if skipped and not records:
@@ -928,11 +963,20 @@ def _benign_cancel(text: str) -> bool:
     return any(b in low for b in _BENIGN_CANCEL)
 
 
-def parse_scancel(ids: Sequence[str], result: dict[str, Any]) -> dict[str, str | None]:
-    """Per id, None (accepted) or scancel's error.  A job that had already ended is accepted:
-    the sweeper confirms every id with Slurm.  When the command failed, a message naming no
-    id (or no message at all) fails every id not named otherwise."""
-    out: dict[str, str | None] = dict.fromkeys(ids)
+def _cancel_error(text: str) -> CancelOutcome:
+    """A cancel's error text as an outcome: Slurm's words for a job that already ended (or
+    never existed) are ``already_final``, anything else ``refused``."""
+    return (
+        CancelOutcome.already_final(text) if _benign_cancel(text) else CancelOutcome.refused(text)
+    )
+
+
+def parse_scancel(ids: Sequence[str], result: dict[str, Any]) -> dict[str, CancelOutcome]:
+    """Per id the outcome of one ``scancel`` command: accepted when no line names it;
+    already final with scancel's line for a job that had already ended (or that Slurm does
+    not know); refused with the line otherwise.  When the command failed, a message naming
+    no id (or no message at all) refuses every id not named otherwise."""
+    out = dict.fromkeys(ids, CancelOutcome.accepted())
     named: set[str] = set()
     unnamed: list[str] = []
     text = "\n".join(str(result.get(k) or "") for k in ("error", "output"))
@@ -944,8 +988,10 @@ def parse_scancel(ids: Sequence[str], result: dict[str, Any]) -> dict[str, str |
         job = m.group("id") if m else None
         if job in out:
             named.add(job)
-            if not _benign_cancel(line):
-                out[job] = f"cancel failed: {line[:200]}"
+            if _benign_cancel(line):
+                out[job] = CancelOutcome.already_final(line[:200])
+            else:
+                out[job] = CancelOutcome.refused(f"cancel failed: {line[:200]}")
         elif not _benign_cancel(line):
             unnamed.append(line)
     exit_code = result.get("exit_code")
@@ -957,7 +1003,7 @@ def parse_scancel(ids: Sequence[str], result: dict[str, Any]) -> dict[str, str |
     if failed and unnamed:
         for job in ids:
             if job not in named:
-                out[job] = f"cancel failed: {unnamed[0][:200]}"
+                out[job] = CancelOutcome.refused(f"cancel failed: {unnamed[0][:200]}")
     return out
 
 

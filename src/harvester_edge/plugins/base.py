@@ -1,52 +1,33 @@
-"""What the three generic plugins share: options, the shared facility client, logging, and
-the work attributes in which a worker's edge state persists between cycles (Harvester stores
-work attributes in its DB, so a restart loses nothing)."""
+"""What the generic plugins share: options, the shared facility client and logging.
+
+A worker's edge state between cycles lives in its work attributes (``edge/lifecycle.py``):
+Harvester stores them in its DB, so a restart loses nothing.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Hashable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from ..config import parse_config
 from ..facilities.base import FacilityClient
 from ..facilities.registry import shared_client
-from ..harvester import WorkSpec, setup_logger
+from ..harvester import setup_logger
 from .options import EdgeOptions
 
 LOG = setup_logger("harvester_edge")
 
-# Work-attribute keys (documented in docs/operations.md).
-TAG = "edgeTag"
-TASK = "edgeTask"
-WORK_DIR = "edgeWorkDir"
-SUBMITTED_AT = "edgeSubmittedAt"
-LOOKUP_SINCE = "edgeLookupSince"
-MISSING_SINCE = "edgeMissingSince"
-PILOTS = "edgePilots"
-#: a job id a submit task named, not yet checked against the worker's tag
-CANDIDATE = "edgeCandidate"
-#: when a submit's outcome was ambiguous (the job may exist twice): the tag is looked up
-#: alongside the polls until the lookup grace passes, and duplicates are cancelled
-AMBIGUOUS_AT = "edgeAmbiguousAt"
+O = TypeVar("O", bound=EdgeOptions)  # noqa: E741
 
 
-def attr(ws: WorkSpec, key: str) -> Any:
-    found, value = ws.get_work_attribute(key)
-    return value if found else None
-
-
-def now() -> float:
-    return time.time()
-
-
-class FacilityBinding:
-    """Ties a plugin family to its facility client; subclasses are one-line declarations."""
+class FacilityBinding(Generic[O]):
+    """Ties a plugin family to its facility client; subclasses are short declarations."""
 
     options_class: ClassVar[type[EdgeOptions]] = EdgeOptions
+    options: O
 
     def __init__(self, kwargs: Mapping[str, Any], owner: str):
-        self.options = parse_config(self.options_class, kwargs, owner)
+        self.options = parse_config(self.options_class, kwargs, owner)  # type: ignore[assignment]
         self.validate(owner)
 
     def validate(self, owner: str) -> None:
@@ -65,13 +46,13 @@ class FacilityBinding:
 class EdgePlugin:
     """Mixin for the generic plugins: validated options and the family's binding."""
 
-    binding_class: ClassVar[type[FacilityBinding]] = FacilityBinding
+    binding_class: ClassVar[type[FacilityBinding[Any]]] = FacilityBinding
 
     def _edge_setup(self, kwargs: Mapping[str, Any]) -> None:
         self._edge = self.binding_class(kwargs, type(self).__name__)
 
     @property
-    def edge_options(self) -> Any:
+    def edge_options(self) -> EdgeOptions:
         return self._edge.options
 
     def edge_client(self) -> FacilityClient:

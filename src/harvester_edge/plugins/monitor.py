@@ -1,60 +1,51 @@
-"""The generic monitor: bulk queries, squeue/sacct cross-check, never "failed" by accident.
+"""The generic monitor: bulk queries, confirmed final states, never "failed" by accident.
 
-Per cycle and chunk of ``chunkSize`` workers: one live-queue query; the jobs missing from it
-(or shown there in a final state) get one accounting query; asynchronous submits are resolved
-in bulk; unknown submits are looked up by tag with one request per chunk.  Chunks run
-``queryConcurrency`` at a time under one time budget per call.  Rules:
+Per cycle: asynchronous submits are resolved in bulk; workers without a job are looked up by
+tag, one request per chunk; tracked workers are polled, one ``poll`` per chunk (the client
+confirms final states from accounting or history).  Chunks run ``queryConcurrency`` at a time
+under one time budget per call.  The worker's phase comes from ``edge/lifecycle.py``.  Rules:
 
 - a job is adopted (from a task, a lookup or a poll) only when its name is the worker's tag;
   anything else is a loud error for that worker, never an adoption;
 - a submit task the service still reports pending keeps the worker submitted; the lookup
   grace starts when the lookup starts; a job appearing under the tag of a worker that already
   ended is cancelled (``edge/watch.py``), and so are duplicates under one tag;
-- a job absent from both queue and accounting is not final: it keeps its status until
-  ``missingGraceSeconds`` pass (accounting lags, caches lie); then a final state seen only in
-  the queue is used with a note, and a job seen nowhere fails as lost;
+- a job absent from the service's answer is not final: it keeps its status until
+  ``missingGraceSeconds`` pass (accounting lags, caches lie); then a final state never
+  confirmed is used with a note, and a job seen nowhere fails as lost;
 - a request that fails means "could not check" (``None``) for the workers it covered, never
   "failed"; once one request timed out, the remaining chunks answer at once;
+- a service whose queries are tasks (``deferred_queries``) answers a cycle later: meanwhile
+  the worker keeps its status ("probe pending"), and a probe older than
+  ``probeTimeoutSeconds`` is "could not check";
 - during a planned outage every worker keeps its status with "maintenance until ...", so
   Harvester's ``checkTimeout`` does not kill what waits through a maintenance window; an
   unplanned outage is "could not check";
-- a final state comes with exit code, Slurm's reason, and, where the facility gives file
-  access, the pilots' own summary, read in bulk ("4 pilots, 1 failed, first failure: ...").
+- a final state comes with exit code, Slurm's reason, and, where the service gives file
+  access, the pilots' own summaries, read in bulk ("4 pilots, 1 failed, first failure: ...").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ..edge import lifecycle as lc
 from ..edge import tags
 from ..edge.allocations import BOOK
 from ..edge.budget import CallBudget
 from ..edge.health import GATE
 from ..edge.jobs import JobRecord, Resolution, oldest_first
+from ..edge.lifecycle import PILOTS, TAG, TASK, WORK_DIR, Phase, attr, phase_of
 from ..edge.limits import LIMITS
 from ..edge.pilot_summary import EXIT_CVMFS, SUMMARY_FILE, PilotSummary, parse_summary
-from ..edge.states import ErrorCode, Verdict, is_submit_limit
+from ..edge.states import ErrorCode, Verdict, is_submit_limit, verdict_of
 from ..edge.watch import WATCH
 from ..errors import EdgeAPIError, EdgeNetworkError
-from ..facilities.base import FacilityClient
+from ..facilities.base import Deferred, FacilityClient
 from ..harvester import PluginBase, WorkSpec
-from .base import (
-    AMBIGUOUS_AT,
-    CANDIDATE,
-    LOG,
-    LOOKUP_SINCE,
-    MISSING_SINCE,
-    PILOTS,
-    SUBMITTED_AT,
-    TAG,
-    TASK,
-    WORK_DIR,
-    EdgePlugin,
-    attr,
-    now,
-)
+from .base import LOG, EdgePlugin
 from .submitter import cancel_duplicates, submit_refusal
 
 Answer = tuple[str | None, str]
@@ -66,7 +57,7 @@ def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def could_not(idx: list[int], answers: dict[int, Answer], what: str) -> None:
+def could_not(idx: Sequence[int], answers: dict[int, Answer], what: str) -> None:
     """Mark these workers "could not check" (``None``): an API failure never fails a worker."""
     for i in idx:
         answers[i] = (None, f"could not {what}")
@@ -97,18 +88,6 @@ def summary_diagnosis(summary: PilotSummary, code: int | None) -> str:
     return text
 
 
-def pause_grace_timers(ws: WorkSpec) -> None:
-    """During a planned outage nothing can appear or be accounted: restart the lookup and
-    missing-job graces, so the first check after the window does not fail workers at once."""
-    updates: dict[str, Any] = {}
-    if attr(ws, LOOKUP_SINCE):
-        updates[LOOKUP_SINCE] = now()
-    if attr(ws, MISSING_SINCE):
-        updates[MISSING_SINCE] = now()
-    if updates:
-        ws.set_work_attributes(updates)
-
-
 class EdgeMonitor(EdgePlugin, PluginBase):
     """Generic monitor; a family binds it to its facility client with ``binding_class``."""
 
@@ -127,13 +106,13 @@ class EdgeMonitor(EdgePlugin, PluginBase):
                 if health.planned is not None:
                     kept = f"{client.service}: planned maintenance {health.planned.until_text()}"
                     for ws in workspec_list:
-                        pause_grace_timers(ws)
+                        lc.pause_graces(ws)
                     return True, [
                         (ws.status or WorkSpec.ST_submitted, f"{kept}; status kept")
                         for ws in workspec_list
                     ]
                 return True, [(None, message)] * len(workspec_list)
-            self._check(client, workspec_list, answers, log)
+            self._check(client, workspec_list, answers)
         except Exception as exc:  # never abort the queue's update
             log.error(f"unexpected {type(exc).__name__}: {exc}")
         default = (None, "could not check")
@@ -141,48 +120,48 @@ class EdgeMonitor(EdgePlugin, PluginBase):
 
     # the cycle -----------------------------------------------------------------------------
     def _check(
-        self, client: FacilityClient, workers: list[WorkSpec], answers: dict[int, Answer], log: Any
+        self, client: FacilityClient, workers: list[WorkSpec], answers: dict[int, Answer]
     ) -> None:
         opts = self.edge_options
         budget = CallBudget(opts.callDeadline)
-        size = min(opts.chunkSize, client.max_query_ids)
-        for i, ws in enumerate(workers):
-            if not ws.batchID and not attr(ws, TAG) and not attr(ws, CANDIDATE):
+        size = min(opts.chunkSize, client.capabilities.max_ids_per_query)
+        phases = {i: phase_of(ws) for i, ws in enumerate(workers)}
+        for i, phase in phases.items():
+            if phase is Phase.NEW:
                 answers[i] = (WorkSpec.ST_failed, "worker has neither batch job id nor tag")
-        pending = [
-            i for i, ws in enumerate(workers)
-            if i not in answers and not ws.batchID and not attr(ws, CANDIDATE) and attr(ws, TASK)
-        ]  # fmt: skip
+        pending = [i for i, p in phases.items() if p is Phase.AWAITING_TASK]
         if pending:
             self._resolve_tasks(client, workers, pending, answers, budget)
         lookup = [
-            i for i, ws in enumerate(workers)
-            if i not in answers and not ws.batchID and not attr(ws, CANDIDATE)
-        ]  # fmt: skip
+            i
+            for i, ws in enumerate(workers)
+            if i not in answers and phase_of(ws) is Phase.LOOKING_UP
+        ]
         self._parallel(
             chunks(lookup, size),
-            lambda part: self._lookup(client, workers, list(part), answers),
+            lambda part: self._lookup(client, workers, part, answers),
             budget, answers, "look jobs up by tag",
         )  # fmt: skip
-        recheck = [i for i, ws in enumerate(workers) if i not in answers and self._ambiguous(ws)]
+        grace = opts.lookupGraceSeconds
+        recheck = [
+            i for i, ws in enumerate(workers)
+            if i not in answers and lc.duplicates_possible(ws, grace)
+        ]  # fmt: skip
         for part in chunks(recheck, size):  # rare: only after ambiguous submits
             if budget.spent():
                 break
             try:
-                self._lookup(client, workers, list(part), answers)
+                self._lookup(client, workers, part, answers)
             except EdgeNetworkError as exc:
                 budget.trip(str(exc))
                 LOG.info(f"duplicate check by tag failed: {exc}")
             except EdgeAPIError as exc:
                 LOG.info(f"duplicate check by tag failed: {exc}")
-        tracked = [
-            i for i, ws in enumerate(workers)
-            if i not in answers and (ws.batchID or attr(ws, CANDIDATE))
-        ]  # fmt: skip
+        tracked = [i for i, ws in enumerate(workers) if i not in answers and lc.job_id_of(ws)]
         finals: list[tuple[int, Verdict]] = []
         self._parallel(
             chunks(tracked, size),
-            lambda part: self._poll(client, workers, list(part), answers, finals),
+            lambda part: self._poll(client, workers, part, answers, finals),
             budget, answers, "check",
         )  # fmt: skip
         self._finish(client, workers, finals, answers)
@@ -191,7 +170,7 @@ class EdgeMonitor(EdgePlugin, PluginBase):
     def _parallel(
         self,
         parts: list[Sequence[int]],
-        work: Any,
+        work: Callable[[Sequence[int]], None],
         budget: CallBudget,
         answers: dict[int, Answer],
         what: str,
@@ -202,32 +181,42 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         def one(part: Sequence[int]) -> None:
             spent = budget.spent()
             if spent:
-                return could_not(list(part), answers, f"{what}: {spent}")
+                return could_not(part, answers, f"{what}: {spent}")
             try:
                 work(part)
             except EdgeNetworkError as exc:
                 budget.trip(str(exc))
-                could_not(list(part), answers, f"{what}: {exc}")
+                could_not(part, answers, f"{what}: {exc}")
             except EdgeAPIError as exc:
-                could_not(list(part), answers, f"{what}: {exc}")
+                could_not(part, answers, f"{what}: {exc}")
 
         if len(parts) <= 1:
             for part in parts:
                 one(part)
             return
-        with ThreadPoolExecutor(
-            max_workers=min(self.edge_options.queryConcurrency, len(parts))
-        ) as pool:
+        threads = min(self.edge_options.queryConcurrency, len(parts))
+        with ThreadPoolExecutor(max_workers=threads) as pool:
             list(pool.map(one, parts))
 
-    def _ambiguous(self, ws: WorkSpec) -> bool:
-        """A tracked worker whose submit was ambiguous: duplicates may still appear."""
-        at = attr(ws, AMBIGUOUS_AT)
-        return (
-            bool(ws.batchID)
-            and bool(at)
-            and now() - float(at) < self.edge_options.lookupGraceSeconds
-        )
+    def _deferred(
+        self,
+        probe: Deferred,
+        workers: list[WorkSpec],
+        idx: Sequence[int],
+        answers: dict[int, Answer],
+        what: str,
+    ) -> None:
+        """A probe started (or still running): the workers keep their status until it
+        answers, and are "could not check" once it is older than its timeout."""
+        age = lc.now() - probe.started
+        if age > self.edge_options.probeTimeoutSeconds:
+            return could_not(idx, answers, f"{what}: probe {probe.probe} unanswered for {age:.0f}s")
+        for i in idx:
+            ws = workers[i]
+            answers[i] = (
+                ws.status or WorkSpec.ST_submitted,
+                f"{what}: probe {probe.probe} pending",
+            )
 
     def _resolve_tasks(
         self,
@@ -249,9 +238,9 @@ class EdgeMonitor(EdgePlugin, PluginBase):
             task = attr(ws, TASK)
             res = resolved.get(task)
             if res is None or (res.state == Resolution.DONE and not res.job_id):
-                continue  # unknown to the service (expired, restarted): looked up by tag
-            if res.state == Resolution.DONE:
-                ws.set_work_attributes({CANDIDATE: res.job_id, TASK: None})  # checked by the poll
+                lc.look_up(ws)  # unknown to the service (expired, restarted): look the tag up
+            elif res.state == Resolution.DONE:
+                lc.candidate(ws, str(res.job_id))  # checked against the tag by the poll
             elif res.state == Resolution.ERROR and is_submit_limit(res.error):
                 # a QOS submit limit is "not now": the throttler stops new workers for a while
                 LIMITS.hit(tags.prefix_of(attr(ws, TAG) or "") or "", res.error)
@@ -261,10 +250,11 @@ class EdgeMonitor(EdgePlugin, PluginBase):
                 # sbatch may have created the job before it failed (a socket timeout): watch
                 WATCH.add(client.cache_key, attr(ws, TAG))
                 diag = submit_refusal(client.service, res.error)
-                verdict = Verdict(WorkSpec.ST_failed, diag, ErrorCode.SUBMIT_REJECTED)
-                self._final(ws, verdict, answers, i)
+                self._final(
+                    ws, Verdict(WorkSpec.ST_failed, diag, ErrorCode.SUBMIT_REJECTED), answers, i
+                )
             else:
-                age = now() - float(attr(ws, SUBMITTED_AT) or now())
+                age = lc.now() - float(attr(ws, lc.SUBMITTED_AT) or lc.now())
                 late = (
                     " (longer than taskTimeoutSeconds)"
                     if age > self.edge_options.taskTimeoutSeconds
@@ -279,10 +269,13 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         self,
         client: FacilityClient,
         workers: list[WorkSpec],
-        idx: list[int],
+        idx: Sequence[int],
         answers: dict[int, Answer],
     ) -> None:
-        found = client.find_by_tags([attr(workers[i], TAG) for i in idx])
+        found = client.find([attr(workers[i], TAG) for i in idx])
+        if isinstance(found, Deferred):
+            pending = [i for i in idx if not workers[i].batchID]
+            return self._deferred(found, workers, pending, answers, "look jobs up by tag")
         for i in idx:
             ws = workers[i]
             tag = attr(ws, TAG)
@@ -295,17 +288,14 @@ class EdgeMonitor(EdgePlugin, PluginBase):
                     cancel_duplicates(client, tag, extra)
                 continue
             if jobs:
-                ws.set_work_attributes({CANDIDATE: jobs[0].job_id, TASK: None})
+                lc.candidate(ws, jobs[0].job_id)
                 extra = [j.job_id for j in jobs[1:] if not j.state.is_final]
                 if extra:
                     cancel_duplicates(client, tag, extra)
                 continue  # verified and polled with the tracked workers
-            since = attr(ws, LOOKUP_SINCE)
-            if not since:
-                since = now()
-                ws.set_work_attributes({LOOKUP_SINCE: since})
+            since = lc.lookup_started(ws)
             grace = self.edge_options.lookupGraceSeconds
-            if now() - float(since) > grace:
+            if lc.now() - since > grace:
                 diag = f"Slurm job never appeared under tag {tag} within {grace:.0f}s of looking"
                 WATCH.add(client.cache_key, tag)
                 self._final(
@@ -318,28 +308,26 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         self,
         client: FacilityClient,
         workers: list[WorkSpec],
-        idx: list[int],
+        idx: Sequence[int],
         answers: dict[int, Answer],
         finals: list[tuple[int, Verdict]],
     ) -> None:
-        ids = [str(workers[i].batchID or attr(workers[i], CANDIDATE)) for i in idx]
-        live = client.query(ids, final=False)
-        to_account = [j for j in ids if j not in live or live[j].state.is_final]
-        final = client.query(to_account, final=True) if to_account else {}
+        ids = [str(lc.job_id_of(workers[i])) for i in idx]
+        records = client.poll(ids)
+        if isinstance(records, Deferred):
+            return self._deferred(records, workers, idx, answers, "check")
         for i, job_id in zip(idx, ids, strict=True):
             ws = workers[i]
-            record = final.get(job_id) or live.get(job_id)
+            record = records.get(job_id)
             if record is not None and name_mismatch(record, attr(ws, TAG) or ""):
                 self._wrong_job(client, ws, record, i, answers)
                 continue
             if not ws.batchID and record is not None and record.name == attr(ws, TAG):
-                ws.batchID = job_id  # verified: the job carries this worker's tag
-                ws.set_work_attributes({CANDIDATE: None, LOOKUP_SINCE: None})
-            if record is None or (record.state.is_final and record.source != "accounting"):
+                lc.verified(ws, job_id)  # the job carries this worker's tag
+            if record is None or (record.state.is_final and not record.confirmed_final):
                 self._missing(ws, i, answers, record, finals)
                 continue
-            if attr(ws, MISSING_SINCE):
-                ws.set_work_attributes({MISSING_SINCE: None})
+            lc.seen(ws)
             self._apply(ws, record, i, answers, finals)
 
     # outcomes -----------------------------------------------------------------------------
@@ -359,12 +347,12 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         )
         LOG.error(f"workerID={ws.workerID}: {diag}")
         if ws.batchID and str(ws.batchID) == record.job_id:
-            ws.batchID = None
+            lc.disowned(ws)
             self._final(ws, Verdict(WorkSpec.ST_failed, diag, ErrorCode.WRONG_JOB), answers, i)
             WATCH.add(client.cache_key, tag)
             return
         # a task's answer named someone else's job: look the worker's own job up by tag
-        ws.set_work_attributes({CANDIDATE: None, LOOKUP_SINCE: now()})
+        lc.look_up(ws)
         answers[i] = (WorkSpec.ST_submitted, f"{diag}; not adopted, looking up the tag")
 
     def _apply(
@@ -376,13 +364,13 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         finals: list[tuple[int, Verdict]],
         note: str = "",
     ) -> None:
-        verdict = record.verdict()
+        verdict = verdict_of(record)
         ws.nativeStatus = record.native_status
         if record.exit_code is not None:
             ws.nativeExitCode = record.exit_code
-        if record.nodes and record.source == "queue" and record.nodes not in ("None", "(null)"):
+        if record.nodes and not record.state.is_final:
             ws.nodeID = record.nodes[:100]
-        if verdict.status is None:  # a state we cannot read: this row only
+        if verdict.status is None:  # a state we cannot read: this record only
             answers[i] = (None, verdict.diagnosis)
             return
         self._observe(ws, live=not verdict.is_final)
@@ -410,25 +398,23 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         record: JobRecord | None,
         finals: list[tuple[int, Verdict]],
     ) -> None:
-        since = attr(ws, MISSING_SINCE)
-        if not since:
-            since = now()
-            ws.set_work_attributes({MISSING_SINCE: since})
+        since = lc.missing_since(ws)
         grace = self.edge_options.missingGraceSeconds
-        job_id = ws.batchID or attr(ws, CANDIDATE)
-        if not ws.batchID and now() - float(since) > grace:
+        job_id = lc.job_id_of(ws)
+        expired = lc.now() - since > grace
+        if expired and not ws.batchID:
             # a task named a job nobody can see: never trust it, look the tag up instead
             LOG.warning(f"workerID={ws.workerID}: job {job_id} named by its task never showed")
-            ws.set_work_attributes({CANDIDATE: None, MISSING_SINCE: None, LOOKUP_SINCE: now()})
+            lc.look_up(ws)
             answers[i] = (
                 WorkSpec.ST_submitted,
                 f"job {job_id} named by the submit task never showed; looking up the tag",
             )
             return
-        if now() - float(since) > grace:
-            if record is not None:  # final in the queue, never in accounting: trust the queue
-                note = f"accounting never confirmed it within {grace:.0f}s"
-                return self._apply(ws, record, i, answers, finals, note)
+        if expired and record is not None:  # final but never confirmed: trust what we saw
+            note = f"accounting never confirmed it within {grace:.0f}s"
+            return self._apply(ws, record, i, answers, finals, note)
+        if expired:
             diag = f"Slurm job {job_id} vanished: in neither queue nor accounting for {grace:.0f}s"
             self._final(ws, Verdict(WorkSpec.ST_failed, diag, ErrorCode.JOB_LOST), answers, i)
             return
@@ -459,7 +445,7 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         answers: dict[int, Answer],
     ) -> None:
         wanted = {}
-        if client.supports_files and self.edge_options.readPilotSummary:
+        if client.capabilities.files and self.edge_options.readPilotSummary:
             for i, _ in finals:
                 ws = workers[i]
                 work_dir = attr(ws, WORK_DIR)
@@ -519,13 +505,15 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         watched = WATCH.tags(client.cache_key, self.edge_options.orphanWatchSeconds)
         if not watched or budget.spent():
             return
-        size = min(self.edge_options.chunkSize, client.max_query_ids)
+        size = min(self.edge_options.chunkSize, client.capabilities.max_ids_per_query)
         for part in chunks(watched, size):
             try:
-                found = client.find_by_tags(list(part))
+                found = client.find(list(part))
             except EdgeAPIError as exc:
                 LOG.info(f"orphan watch could not look tags up: {exc}")
                 return
+            if isinstance(found, Deferred):
+                continue  # answered on a later cycle
             for tag, jobs in found.items():
                 live = [j.job_id for j in jobs if j.name == tag and not j.state.is_final]
                 if live:

@@ -45,6 +45,8 @@ class EdgeOptions:
     submitLimitHoldSeconds: float = 600.0
     #: throttler: no new workers when the credential expires within this many seconds
     credentialMarginSeconds: float = 3600.0
+    #: services whose queries are tasks: a probe unanswered this long is "could not check"
+    probeTimeoutSeconds: float = 900.0
     #: sweeper: the messenger's access-point template (put it in the queue's ``common``
     #: block); sweep_worker deletes only real directories strictly inside its fixed part
     accessPoint: str = ""
@@ -61,7 +63,7 @@ class EdgeOptions:
         for key in (
             "retryBackoff", "missingGraceSeconds", "taskTimeoutSeconds",
             "lookupGraceSeconds", "killConfirmSeconds", "orphanWatchSeconds",
-            "submitLimitHoldSeconds", "credentialMarginSeconds",
+            "submitLimitHoldSeconds", "credentialMarginSeconds", "probeTimeoutSeconds",
         ):  # fmt: skip
             check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
         check(

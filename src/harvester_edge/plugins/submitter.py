@@ -22,56 +22,28 @@ Harvester from making workers; the guards here only answer for workers already m
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ..edge import lifecycle as lc
 from ..edge import tags
 from ..edge.allocations import BOOK, live_counts
-from ..edge.batch import BatchConfig, WorkerInfo, render_batch_script
+from ..edge.batch import BatchConfig, WorkerInfo
 from ..edge.budget import CallBudget
 from ..edge.health import GATE
 from ..edge.jobs import SubmitReceipt, oldest_first
 from ..edge.limits import LIMITS
 from ..edge.render import CONTROL_CHARS
+from ..edge.spec import JobSpec, build_job_spec
 from ..edge.states import is_submit_limit
 from ..errors import EdgeAPIError, EdgeAuthError, EdgeConfigError, EdgeNetworkError
-from ..facilities.base import FacilityClient, SubmitRequest
+from ..facilities.base import Deferred, FacilityClient
 from ..harvester import PluginBase, WorkSpec, harvester_id
-from .base import (
-    AMBIGUOUS_AT,
-    LOG,
-    LOOKUP_SINCE,
-    SUBMITTED_AT,
-    TAG,
-    TASK,
-    WORK_DIR,
-    EdgePlugin,
-    now,
-)
+from .base import LOG, EdgePlugin
 
 Outcome = tuple[bool | None, str]
-
-_JOB_NAME = re.compile(r"^#SBATCH\s+(?:--job-name[= ]|-J\s*)", re.MULTILINE)
-
-
-def ensure_tag(script: str, tag: str) -> str:
-    """Make sure the script's job name is the tag, even for an operator's own template."""
-    if _JOB_NAME.search(script):
-        script = re.sub(
-            r"^#SBATCH\s+(?:--job-name[= ]|-J\s*)\S+.*$",
-            f"#SBATCH --job-name={tag}",
-            script,
-            flags=re.MULTILINE,
-        )
-        return script
-    lines = script.split("\n", 1)
-    if lines[0].startswith("#!"):
-        return f"{lines[0]}\n#SBATCH --job-name={tag}\n{lines[1] if len(lines) > 1 else ''}"
-    return f"#!/bin/bash\n#SBATCH --job-name={tag}\n{script}"
-
 
 _WORKER_TEXT_FIELDS = ("computingSite", "jobType", "resourceType", "pilotType", "accessPoint")
 
@@ -128,7 +100,7 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
             log.info(refusal)
             results[:] = [(None, refusal)] * len(workers)
             return
-        todo: list[tuple[int, WorkSpec, SubmitRequest]] = []
+        todo: list[tuple[int, WorkSpec, JobSpec]] = []
         for i, ws in enumerate(workers):
             try:
                 todo.append((i, ws, self._prepare(ws)))
@@ -160,23 +132,23 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
         return None
 
     # steps --------------------------------------------------------------------------------
-    def _prepare(self, ws: WorkSpec) -> SubmitRequest:
+    def _prepare(self, ws: WorkSpec) -> JobSpec:
         check_worker_fields(ws)
         hid = harvester_id()
         queue = ws.computingSite or self.edge_options.queueName
         tag = tags.job_tag(hid, queue, ws.workerID)
         work_dir = self._batch.worker_dir(hid, ws.workerID, queue)
         worker = WorkerInfo.from_workspec(ws, harvester_id=hid, job_name=tag, work_dir=work_dir)
-        script = ensure_tag(render_batch_script(self._batch, worker), tag)
-        ws.set_work_attributes({TAG: tag, WORK_DIR: work_dir})
-        return SubmitRequest(script=script, tag=tag, work_dir=work_dir)
+        spec = build_job_spec(self._batch, worker)
+        lc.prepared(ws, tag, work_dir)
+        return spec
 
     def _apply_allocation_cap(
         self,
         client: FacilityClient,
-        todo: list[tuple[int, WorkSpec, SubmitRequest]],
+        todo: list[tuple[int, WorkSpec, JobSpec]],
         results: list[Outcome | None],
-    ) -> list[tuple[int, WorkSpec, SubmitRequest]]:
+    ) -> list[tuple[int, WorkSpec, JobSpec]]:
         cap = self.edge_options.maxConcurrentAllocations
         if cap <= 0 or not todo:
             return todo
@@ -200,10 +172,10 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
         return todo[:slots]
 
     def _submit_one(
-        self, client: FacilityClient, ws: WorkSpec, request: SubmitRequest, budget: CallBudget
+        self, client: FacilityClient, ws: WorkSpec, request: JobSpec, budget: CallBudget
     ) -> Outcome:
         opts = self.edge_options
-        ws.set_work_attributes({SUBMITTED_AT: now()})
+        lc.sending(ws)
         attempt = 0
         while True:
             attempt += 1
@@ -218,6 +190,10 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
                 if maybe_sent(exc):
                     if isinstance(exc, EdgeNetworkError):
                         budget.trip(str(exc))
+                    if self._may_resend(client, attempt, budget):
+                        # same key, same bytes: the service answers the job it made, if any
+                        time.sleep(min(opts.retryBackoff * 2 ** (attempt - 1), 10.0))
+                        continue
                     return self._after_ambiguous(client, ws, request, exc, budget)
                 if not exc.transient and is_submit_limit(str(exc)):
                     LIMITS.hit(tags.prefix_of(request.tag) or "", str(exc))
@@ -230,28 +206,38 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
                 continue
             return True, self._record(ws, receipt)
 
+    def _may_resend(self, client: FacilityClient, attempt: int, budget: CallBudget) -> bool:
+        """Only a service that dedupes submits by key may get a maybe-sent submit again."""
+        return (
+            client.capabilities.idempotent_submit
+            and attempt < self.edge_options.retryAttempts
+            and budget.spent() is None
+        )
+
     def _after_ambiguous(
         self,
         client: FacilityClient,
         ws: WorkSpec,
-        request: SubmitRequest,
+        request: JobSpec,
         exc: EdgeAPIError,
         budget: CallBudget,
     ) -> Outcome:
         """The submit may have created the job: look the tag up once (when the facility is
         still answering), never send it again; the monitor adopts what appears."""
-        ws.set_work_attributes({AMBIGUOUS_AT: now(), TASK: None})
+        lc.ambiguous(ws)
         unknown = f"submit outcome unknown ({exc}); the job will be looked up by its tag"
         if budget.spent():
             return True, unknown
         try:
-            found = client.find_by_tags([request.tag]).get(request.tag, [])
+            answer = client.find([request.tag])
         except EdgeNetworkError as lookup_error:
             budget.trip(str(lookup_error))
             return True, unknown
         except EdgeAPIError:
             return True, unknown
-        jobs = oldest_first([j for j in found if j.name == request.tag])
+        if isinstance(answer, Deferred):
+            return True, unknown
+        jobs = oldest_first([j for j in answer.get(request.tag, []) if j.name == request.tag])
         if not jobs:
             return True, unknown
         extra = [j.job_id for j in jobs[1:] if not j.state.is_final]
@@ -261,11 +247,9 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
 
     @staticmethod
     def _record(ws: WorkSpec, receipt: SubmitReceipt) -> str:
+        lc.submitted(ws, receipt.job_id, receipt.handle)
         if receipt.job_id:
-            ws.batchID = receipt.job_id
-            ws.set_work_attributes({TASK: None, LOOKUP_SINCE: None})
             return f"submitted as batch job {receipt.job_id}"
-        ws.set_work_attributes({TASK: receipt.handle, LOOKUP_SINCE: None})
         return f"submitted, task {receipt.handle} pending"
 
 

@@ -22,23 +22,15 @@ import stat
 import time
 from typing import Any
 
+from ..edge import lifecycle as lc
 from ..edge.budget import CallBudget
-from ..edge.jobs import Resolution
+from ..edge.jobs import JobRecord, Resolution
+from ..edge.lifecycle import AMBIGUOUS_AT, LOOKUP_SINCE, SUBMITTED_AT, TAG, TASK, attr
 from ..edge.watch import WATCH
 from ..errors import EdgeAPIError, EdgeNetworkError
-from ..facilities.base import FacilityClient
+from ..facilities.base import CancelOutcome, Deferred, FacilityClient
 from ..harvester import BaseSweeper, WorkSpec
-from .base import (
-    AMBIGUOUS_AT,
-    LOG,
-    LOOKUP_SINCE,
-    SUBMITTED_AT,
-    TAG,
-    TASK,
-    EdgePlugin,
-    attr,
-    now,
-)
+from .base import LOG, EdgePlugin
 from .monitor import chunks
 
 Outcome = tuple[bool, str]
@@ -74,23 +66,32 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
         ids = sorted({j for jobs in jobs_of.values() for j in jobs})
         if not ids:
             return
-        errors: dict[str, str | None] = {}
-        for part in chunks(ids, client.max_query_ids):
+        outcomes: dict[str, str] = {}  # id -> why it may not be cancelled ("" = accepted)
+        pending: dict[str, str] = {}  # id -> probe still running (deferred services)
+        for part in chunks(ids, client.capabilities.max_ids_per_query):
             spent = budget.spent()
             if spent:
-                errors.update({j: f"not asked: {spent}" for j in part})
+                outcomes.update({j: f"not asked: {spent}" for j in part})
                 continue
             try:
-                errors.update(client.cancel(list(part)))
+                answer = client.cancel(list(part))
             except EdgeNetworkError as exc:
                 budget.trip(str(exc))
-                errors.update({j: str(exc) for j in part})
+                outcomes.update({j: str(exc) for j in part})
+                continue
             except EdgeAPIError as exc:
-                errors.update({j: str(exc) for j in part})
-        # confirm every id: scancel refuses a job that already ended, accounting knows better
+                outcomes.update({j: str(exc) for j in part})
+                continue
+            if isinstance(answer, Deferred):
+                pending.update({j: answer.probe for j in part})
+                continue
+            for job_id, outcome in answer.items():
+                outcomes[job_id] = "" if outcome.kind == CancelOutcome.ACCEPTED else outcome.text
+        # confirm every id: a job that had already ended is killed, accounting knows (a
+        # task-based service starts its status probe now too, read with the cancel's answer)
         ended, unseen = self._confirm(client, ids, budget)
-        for job_id in unseen:  # Slurm refuses the id and neither queue nor accounting has it
-            if "invalid job id" in str(errors.get(job_id) or "").lower():
+        for job_id in unseen:  # refused as unknown and neither queue nor accounting has it
+            if "invalid job id" in outcomes.get(job_id, "").lower():
                 ended[job_id] = "unknown to Slurm (never ran or purged)"
         for i, jobs in jobs_of.items():
             open_jobs = [j for j in jobs if j not in ended]
@@ -98,7 +99,11 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
                 states = ", ".join(f"{j} {ended[j]}" for j in jobs)
                 results[i] = (True, f"batch job {states}")
                 continue
-            why = "; ".join(f"{j}: {errors[j]}" for j in open_jobs if errors.get(j))
+            why = "; ".join(
+                f"{j}: cancel probe {pending[j]} pending" if j in pending else f"{j}: {outcomes[j]}"
+                for j in open_jobs
+                if j in pending or outcomes.get(j)
+            )
             results[i] = (
                 False,
                 f"batch job {', '.join(open_jobs)} not confirmed ended yet"
@@ -128,9 +133,15 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
         handles = [attr(workers[i], TASK) for i in by_tag if attr(workers[i], TASK)]
         try:
             resolved = client.resolve(handles) if handles else {}
-            found: dict[str, list[Any]] = {}
-            for part in chunks(by_tag, client.max_query_ids):
-                found.update(client.find_by_tags([attr(workers[i], TAG) for i in part]))
+            found: dict[str, list[JobRecord]] = {}
+            for part in chunks(by_tag, client.capabilities.max_ids_per_query):
+                answer = client.find([attr(workers[i], TAG) for i in part])
+                if isinstance(answer, Deferred):
+                    for i in part:
+                        if i not in jobs_of:
+                            results[i] = (False, f"lookup probe {answer.probe} pending")
+                    continue
+                found.update(answer)
         except EdgeAPIError as exc:
             if isinstance(exc, EdgeNetworkError):
                 budget.trip(str(exc))
@@ -140,6 +151,8 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
             return jobs_of
         grace = self.edge_options.lookupGraceSeconds
         for i in by_tag:
+            if i in results:
+                continue
             ws = workers[i]
             tag = attr(ws, TAG)
             # only jobs named with the worker's tag: a task's job id is never trusted alone
@@ -148,12 +161,12 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
                 jobs_of[i] = sorted(set(jobs_of.get(i, []) + tagged))
                 continue
             res = resolved.get(attr(ws, TASK)) if attr(ws, TASK) else None
-            since = float(attr(ws, LOOKUP_SINCE) or attr(ws, SUBMITTED_AT) or now())
+            since = float(attr(ws, LOOKUP_SINCE) or attr(ws, SUBMITTED_AT) or lc.now())
             if res is not None and res.state == Resolution.ERROR:
                 results[i] = (True, f"submit failed, no batch job: {res.error[:200]}")
             elif res is not None and res.state == Resolution.PENDING:
                 results[i] = (False, "submit task still pending; will kill once it has a job")
-            elif now() - since <= grace:
+            elif lc.now() - since <= grace:
                 results[i] = (False, f"no job under tag {tag} yet; will look again")
             else:
                 WATCH.add(client.cache_key, tag)
@@ -175,13 +188,13 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
                 return ended, unseen
             try:
                 unseen = set()
-                for part in chunks(waiting, client.max_query_ids):
-                    live = client.query(list(part), final=False)
-                    gone = [j for j in part if j not in live or live[j].state.is_final]
-                    accounted = client.query(gone, final=True) if gone else {}
-                    unseen |= {j for j in gone if j not in live and j not in accounted}
-                    for job_id, record in accounted.items():
-                        if record.state.is_final:
+                for part in chunks(waiting, client.capabilities.max_ids_per_query):
+                    records = client.poll(list(part))
+                    if isinstance(records, Deferred):
+                        return ended, set()  # answered on a later call: never wait for it
+                    unseen |= {j for j in part if j not in records}
+                    for job_id, record in records.items():
+                        if record.state.is_final and record.confirmed_final:
                             ended[job_id] = f"ended: {record.native_status}"
             except EdgeNetworkError as exc:
                 budget.trip(str(exc))
