@@ -60,6 +60,21 @@ def kill(swp: Any, workers: list[WorkSpec]) -> list[tuple[bool, str]]:
     return answers
 
 
+def script_ambiguous_submit(family: Any, sub: Any, fault: str) -> int:
+    """Script the next submit to end ambiguous with ``fault`` (job created, answer lost) on
+    every profile; returns how many submit requests that takes.
+
+    A service that dedupes submits by key (``idempotent_submit``) is sent a 5xx-answered
+    submit again, same key and same bytes, up to ``retryAttempts`` times: each resend is
+    answered ``fault`` too (the service keeps failing), so the submitter ends on the lookup
+    by tag as it does at once on the other profiles.  A network fault trips the call's
+    budget, so it is never resent."""
+    resent = family.capabilities.idempotent_submit and fault.startswith("created_then_5")
+    attempts = int(sub.edge_options.retryAttempts) if resent else 1
+    family.facility.script("submit", *([fault] * attempts))
+    return attempts
+
+
 def tag_of(ws: WorkSpec) -> str:
     tag = attr(ws, TAG)
     assert tag, f"worker {ws.workerID} has no tag"

@@ -156,8 +156,19 @@ FAMILIES: dict[str, Callable[[Path], Any]] = {
     f"fake-{profile}": (lambda root, profile=profile: FakeFamily(root, profile=profile))
     for profile in testing.PROFILES
 }
+
+
+def families_with(capability: str) -> list[str]:
+    """Ids of the families whose profile declares ``capability`` (a ``Capabilities`` field)."""
+    return [f"fake-{p}" for p, caps in testing.PROFILES.items() if getattr(caps, capability)]
+
+
 #: families whose submits return a task resolved later (SFAPI-like, Globus Compute-like)
-ASYNC_FAMILIES = [f"fake-{p}" for p, caps in testing.PROFILES.items() if caps.async_submit]
+ASYNC_FAMILIES = families_with("async_submit")
+#: families whose service dedupes submits by key (IRI v2-like)
+IDEMPOTENT_FAMILIES = families_with("idempotent_submit")
+#: families whose polls, lookups and cancels are tasks read a call later (Globus Compute-like)
+DEFERRED_FAMILIES = families_with("deferred_queries")
 
 
 def _reset(monkeypatch: pytest.MonkeyPatch | None = None) -> None:
@@ -195,4 +206,14 @@ def family(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 
 @pytest.fixture(params=ASYNC_FAMILIES)
 def async_family(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    return FAMILIES[request.param](tmp_path)
+
+
+@pytest.fixture(params=IDEMPOTENT_FAMILIES)
+def idempotent_family(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    return FAMILIES[request.param](tmp_path)
+
+
+@pytest.fixture(params=DEFERRED_FAMILIES)
+def deferred_family(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     return FAMILIES[request.param](tmp_path)

@@ -14,7 +14,17 @@ from harvester_edge.edge.states import ERROR_PATTERNS, ErrorCode
 from harvester_edge.facilities.passthrough import SlurmState
 from harvester_edge.harvester import WorkSpec, harvester_id
 
-from ._helpers import QUEUE, drive, kill, only_job, restart, restored, submit, tag_of
+from ._helpers import (
+    QUEUE,
+    drive,
+    kill,
+    only_job,
+    restart,
+    restored,
+    script_ambiguous_submit,
+    submit,
+    tag_of,
+)
 
 AMBIGUOUS = ["created_then_502", "created_then_500", "created_then_timeout"]
 #: answered 5xx: the facility still answers, so the submitter looks the tag up at once
@@ -24,24 +34,41 @@ ANSWERED_5XX = ["created_then_502", "created_then_500"]
 # 3. ambiguous submits ------------------------------------------------------------------------
 @pytest.mark.parametrize("fault", ANSWERED_5XX)
 def test_ambiguous_submit_adopted_at_once(family, fault):
+    """A 5xx after the job was created.  A service that dedupes submits by key gets the same
+    spec again and answers the original job; any other is never sent the submit again: the
+    submitter looks the tag up and adopts the job at once, or, where lookups are tasks read a
+    cycle later, answers "outcome unknown" and the monitor adopts it."""
+    caps = family.capabilities
     sub, mon, _ = family.plugins()
     workers = [family.workspec(i) for i in (31, 32)]
+    sends = 2 if caps.idempotent_submit else 1  # the resend, same key and same bytes
     for n, ws in enumerate(workers, start=1):
         family.facility.script("submit", fault)
         ((ok, message),) = submit(sub, [ws])
         assert ok is True, message
-        assert "adopted by tag" in message
-        assert family.facility.requests["submit"] == n  # never sent again
-        job = only_job(family.facility, ws)
-        assert ws.batchID == job.job_id
-        assert attr(ws, AMBIGUOUS_AT)
+        assert family.facility.requests["submit"] == n * sends
+        if caps.idempotent_submit:  # the service answered the job it made the first time
+            assert message == f"submitted as batch job {ws.batchID}", message
+            assert family.facility.requests["find"] == 0
+            job = only_job(family.facility, ws)
+            assert ws.batchID == job.job_id
+        elif caps.deferred_queries:  # the lookup is a probe: read by the monitor
+            assert "outcome unknown" in message, message
+            assert not ws.batchID
+            assert attr(ws, AMBIGUOUS_AT)
+        else:
+            assert "adopted by tag" in message
+            job = only_job(family.facility, ws)
+            assert ws.batchID == job.job_id
+            assert attr(ws, AMBIGUOUS_AT)
     answers = drive(mon, workers)
-    assert [s for s, _ in answers] == [WorkSpec.ST_submitted] * 2
+    assert [s for s, _ in answers] == [WorkSpec.ST_submitted] * 2, answers
     for ws in workers:
         job = only_job(family.facility, ws)
         assert (ws.batchID, job.name) == (job.job_id, tag_of(ws))
+    assert len(family.facility.jobs) == 2
     assert family.facility.cancelled == []
-    assert family.facility.requests["submit"] == 2
+    assert family.facility.requests["submit"] == 2 * sends
 
 
 @pytest.mark.parametrize("fault", AMBIGUOUS)
@@ -49,15 +76,17 @@ def test_ambiguous_submit_adopted_by_the_monitor(family, fault):
     """The submitter's own lookup fails too: the monitor finds the job by its tag."""
     sub, mon, _ = family.plugins()
     workers = [family.workspec(i) for i in (33, 34, 35)]
+    sent = 0
     for ws in workers:
-        family.facility.script("submit", fault)
+        sent += script_ambiguous_submit(family, sub, fault)
         if fault != "created_then_timeout":  # after a timeout the call asks nothing more
             family.facility.script("find", "timeout")
         ((ok, message),) = submit(sub, [ws])
         assert ok is True, message
         assert "outcome unknown" in message
         assert not ws.batchID
-    assert family.facility.requests["submit"] == 3
+    assert family.facility.requests["submit"] == sent
+    assert len(family.facility.jobs) <= 3  # a resend never makes a second job
     if fault == "created_then_timeout":
         assert family.facility.requests["find"] == 0
     answers = drive(mon, workers)
@@ -69,7 +98,8 @@ def test_ambiguous_submit_adopted_by_the_monitor(family, fault):
         assert job.name == tag_of(ws)
         ids.add(ws.batchID)
     assert len(ids) == 3
-    assert family.facility.requests["submit"] == 3
+    assert len(family.facility.jobs) == 3
+    assert family.facility.requests["submit"] == sent
     assert family.facility.cancelled == []
     for ws in workers:  # and it is tracked normally from there on
         family.facility.finish(ws.batchID)
@@ -80,7 +110,7 @@ def test_ambiguous_submit_adopted_by_the_monitor(family, fault):
 def test_duplicate_seen_by_the_monitor_lookup(family):
     sub, mon, _ = family.plugins()
     ws = family.workspec(41)
-    family.facility.script("submit", "created_then_502")
+    sent = script_ambiguous_submit(family, sub, "created_then_502")
     family.facility.script("find", "timeout")
     assert submit(sub, [ws])[0][0] is True
     assert not ws.batchID
@@ -95,19 +125,27 @@ def test_duplicate_seen_by_the_monitor_lookup(family):
     assert family.facility.cancelled == [extra.job_id]
     assert extra.state is SlurmState.CANCELLED
     assert not keep.state.is_final
-    assert family.facility.requests["submit"] == 1
+    assert family.facility.requests["submit"] == sent
 
 
 def test_duplicate_seen_by_the_submitter_lookup(family):
     """A job already exists under the tag (an earlier attempt): the ambiguous submit adopts
-    the oldest and cancels the new one."""
-    sub, _, _ = family.plugins()
+    the oldest and cancels the new one.  Where lookups are tasks the submitter's lookup is
+    read a cycle later, so the monitor's first lookup does it."""
+    sub, mon, _ = family.plugins()
     ws = family.workspec(42)
     tag = tags.job_tag(harvester_id(), QUEUE, 42)
     earlier = family.facility.sbatch(tag)
-    family.facility.script("submit", "created_then_500")
+    sent = script_ambiguous_submit(family, sub, "created_then_500")
     ((ok, message),) = submit(sub, [ws])
-    assert ok is True and "adopted by tag" in message, message
+    assert family.facility.requests["submit"] == sent
+    if family.capabilities.deferred_queries:
+        assert ok is True and "outcome unknown" in message, message
+        assert not ws.batchID
+        ((status, diag),) = drive(mon, [ws])
+        assert status == WorkSpec.ST_submitted, diag
+    else:
+        assert ok is True and "adopted by tag" in message, message
     assert tag_of(ws) == tag
     assert ws.batchID == earlier
     jobs = family.facility.jobs_named(tag_of(ws))
@@ -118,13 +156,20 @@ def test_duplicate_seen_by_the_submitter_lookup(family):
 
 
 def test_late_duplicate_after_an_ambiguous_submit_is_cancelled(family, clock):
+    """A job shows up under the tag after the ambiguous submit was adopted (the service ran
+    the request twice, or a stray submit): the monitor's duplicate check cancels it.  (A
+    service that dedupes submits is made to fail every resend, so it ends on the lookup.)"""
     sub, mon, _ = family.plugins()
     ws = family.workspec(43)
-    family.facility.script("submit", "created_then_502")
+    script_ambiguous_submit(family, sub, "created_then_502")
     assert submit(sub, [ws])[0][0] is True
+    if family.capabilities.deferred_queries:  # the submitter's lookup is read by the monitor
+        assert not ws.batchID
+        drive(mon, [ws])
     first = ws.batchID
     assert first and only_job(family.facility, ws).job_id == first
     drive(mon, [ws])
+    assert ws.batchID == first
     late = family.facility.sbatch(tag_of(ws))  # the service ran the request a second time
     clock.advance(10)  # still within lookupGraceSeconds (60)
     ((status, _),) = drive(mon, [ws])
@@ -208,10 +253,14 @@ def test_restart_keeps_only_the_workspecs(family, monkeypatch):
     plain = [fam.workspec(i) for i in range(171, 175)]
     unsure = [fam.workspec(i) for i in (175, 176)]
     assert [ok for ok, _ in submit(sub, plain)] == [True] * 4
-    fam.facility.script("submit", "created_then_502", "created_then_timeout")
-    fam.facility.script("find", "timeout")
-    for ws in unsure:  # one call each: a timeout ends the call it happens in
-        assert [ok for ok, _ in submit(sub, [ws])] == [True]
+    sent = len(plain)
+    for ws, fault in zip(unsure, ("created_then_502", "created_then_timeout"), strict=True):
+        sent += script_ambiguous_submit(fam, sub, fault)
+        if fault == "created_then_502":  # and its lookup by tag times out
+            fam.facility.script("find", "timeout")
+        # one call each: a timeout ends the call it happens in
+        ((ok, message),) = submit(sub, [ws])
+        assert ok is True and "outcome unknown" in message, message
 
     restart(monkeypatch)  # only the WorkSpecs survive
     workers = [restored(ws) for ws in plain + unsure]
@@ -230,7 +279,7 @@ def test_restart_keeps_only_the_workspecs(family, monkeypatch):
     assert len(fam.facility.jobs) == 6
     assert fam.facility.cancelled == []
     assert fam.facility.live_jobs() == []
-    assert fam.facility.requests["submit"] == 6
+    assert fam.facility.requests["submit"] == sent
 
 
 # 18. two Harvester instances, overlapping worker ids -------------------------------------
@@ -244,7 +293,7 @@ def test_two_harvester_ids_share_a_facility(family, monkeypatch):
     sub_a, _, _ = as_instance("instA")
     mine = [fam.workspec(i) for i in (1, 2, 3)]
     for ws in mine:  # A's submits are ambiguous: A's monitor finds its jobs by tag
-        fam.facility.script("submit", "created_then_502")
+        script_ambiguous_submit(fam, sub_a, "created_then_502")
         fam.facility.script("find", "timeout")
         assert [ok for ok, _ in submit(sub_a, [ws])] == [True]
     sub_b, _, _ = as_instance("instB")

@@ -8,7 +8,7 @@ import pytest
 
 from harvester_edge.harvester import WorkSpec
 
-from ._helpers import drive, kill, submit
+from ._helpers import drive, kill, script_ambiguous_submit, submit
 
 HANG = 0.3
 
@@ -83,9 +83,9 @@ def test_check_workers_bounded_when_every_request_hangs(family):
     submit(sub, workers)
     family.facility.complete_tasks()
     unsure = family.workspec(164)
-    family.facility.script("submit", "created_then_502")
+    script_ambiguous_submit(family, sub, "created_then_502")
     family.facility.script("find", "timeout")
-    submit(sub, [unsure])
+    assert "outcome unknown" in submit(sub, [unsure])[0][1]
     family.facility.complete_tasks()
     workers.append(unsure)
     drive(mon, workers)

@@ -10,10 +10,10 @@ import httpx
 import pytest
 import respx
 
-from harvester_edge.edge.retry import RetryPolicy, Timeouts
-from harvester_edge.errors import EdgeAPIError, EdgeAuthError, EdgeNetworkError
 from harvester_edge.edge.jobs import JobState
+from harvester_edge.edge.retry import RetryPolicy, Timeouts
 from harvester_edge.edge.spec import JobSpec
+from harvester_edge.errors import EdgeAPIError, EdgeAuthError, EdgeNetworkError
 from harvester_edge.facilities.sfapi import SFAPIClient, SFAPISettings, parse_submit_task
 from harvester_edge.localsite.sfapi_gateway import make_client_key
 

@@ -169,8 +169,9 @@ class AuthorizerAuth:
 
     def _fail(self, exc: Exception) -> EdgeAuthError | EdgeNetworkError:
         status = getattr(exc, "http_status", None)
+        status = status if isinstance(status, int) and not isinstance(status, bool) else None
         name = type(exc).__name__
-        if (isinstance(status, int) and (status == 429 or status >= 500)) or any(
+        if (status is not None and (status == 429 or status >= 500)) or any(
             word in c.__name__ for c in type(exc).__mro__ for word in ("Network", "Timeout")
         ):
             return EdgeNetworkError(

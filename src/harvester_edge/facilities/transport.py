@@ -80,22 +80,23 @@ def _is_problem(body: Mapping[str, Any]) -> bool:
     return ("title" in body or "type" in body) and ("status" in body or "detail" in body)
 
 
-def describe(value: Any, depth: int = 0) -> str:
+def describe(value: Any, depth: int = 0, *, decoded: bool = False) -> str:
     """The service's words from a decoded error body: an RFC 7807 problem as ``title:
     detail``, a FastAPI validation list as ``loc: msg; ...``, the first of ``error``,
-    ``detail``, ``message``, ``errors``; JSON text inside a field read one level down."""
-    if depth > 3:
+    ``detail``, ``message``, ``errors``; JSON text inside a field (S3M) read once more."""
+    if depth > 8:
         return str(value)
     if isinstance(value, str):
         text = value.strip()
-        if depth < 2 and text[:1] in ("{", "["):
+        if not decoded and text[:1] in ("{", "["):
             try:
-                return describe(json_loads(text), depth + 1)
+                return describe(json_loads(text), depth + 1, decoded=True)
             except ValueError:
                 pass
         return text
     if isinstance(value, list):
-        return "; ".join(x for x in (describe(v, depth + 1) for v in value) if x)
+        parts = (describe(v, depth + 1, decoded=decoded) for v in value)
+        return "; ".join(x for x in parts if x)
     if isinstance(value, dict):
         if "msg" in value:  # FastAPI/pydantic validation item
             loc = value.get("loc")
@@ -105,11 +106,12 @@ def describe(value: Any, depth: int = 0) -> str:
             title = str(value.get("title") or "")
             kind = str(value.get("type") or "")
             head = title or (kind if kind not in ("", "about:blank") else "")
-            detail = describe(value.get("detail"), depth + 1) if value.get("detail") else ""
-            return ": ".join(x for x in (head, detail) if x)
+            detail = value.get("detail")
+            said = describe(detail, depth + 1, decoded=decoded) if detail else ""
+            return ": ".join(x for x in (head, said) if x)
         for key in ("error", "detail", "message", "errors"):
             if value.get(key):
-                return describe(value[key], depth + 1)
+                return describe(value[key], depth + 1, decoded=decoded)
     return str(value)
 
 
@@ -219,10 +221,12 @@ class HttpxTransport:
         sent = auth.headers() if auth is not None else {}
         secrets = secret_values(sent)
         timeout = self._timeout(what, call.deadline_at)
+        own = {name.lower() for name in sent}
+        headers = {k: v for k, v in call.headers.items() if k.lower() not in own} | sent
         try:
             response = self._http().request(
                 call.method, url, params=call.params, data=call.data, json=call.json,
-                headers={**call.headers, **sent}, timeout=timeout,
+                headers=headers, timeout=timeout,
             )  # fmt: skip
         except NOT_SENT as exc:
             raise EdgeNetworkError(
@@ -238,14 +242,15 @@ class HttpxTransport:
             ) from None
         status = response.status_code
         if auth is not None and sent and status in (401, 403):
+            forbidden = EdgeAPIError(
+                f"{what}: HTTP 403: {error_text(response, secrets=secrets)}", status=403
+            )
             if status == 403 and call.forbidden == "resource":
-                raise EdgeAPIError(f"{what}: HTTP 403: {error_text(response, secrets=secrets)}",
-                                   status=403)  # fmt: skip
+                raise forbidden
             if not refreshed and time.monotonic() < call.deadline_at and auth.refresh(sent):
                 return self._send(call, refreshed=True)
             if status == 403 and call.forbidden == "either":
-                raise EdgeAPIError(f"{what}: HTTP 403: {error_text(response, secrets=secrets)}",
-                                   status=403)  # fmt: skip
+                raise forbidden
             refusal = auth.refused(sent, status)
             raise EdgeAuthError(f"{what}: {refusal}", status=status)
         if status in TRANSIENT_STATUSES or status >= 500:

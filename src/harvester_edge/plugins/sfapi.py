@@ -44,9 +44,8 @@ class SFAPIOptions(EdgeOptions):
         )
 
 
-class SFAPIBinding(FacilityBinding):
+class SFAPIBinding(FacilityBinding[SFAPIOptions]):
     options_class = SFAPIOptions
-    options: SFAPIOptions
 
     def client_key(self) -> Hashable:
         """Everything that shapes the client (endpoint, credential, timeouts, retry policy):

@@ -94,6 +94,8 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
             if "invalid job id" in outcomes.get(job_id, "").lower():
                 ended[job_id] = "unknown to Slurm (never ran or purged)"
         for i, jobs in jobs_of.items():
+            if i in results:  # its jobs are not all known yet (a lookup probe is pending)
+                continue
             open_jobs = [j for j in jobs if j not in ended]
             if not open_jobs:
                 states = ", ".join(f"{j} {ended[j]}" for j in jobs)
@@ -137,9 +139,9 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
             for part in chunks(by_tag, client.capabilities.max_ids_per_query):
                 answer = client.find([attr(workers[i], TAG) for i in part])
                 if isinstance(answer, Deferred):
+                    # every job under the tag must be known before a kill is reported done
                     for i in part:
-                        if i not in jobs_of:
-                            results[i] = (False, f"lookup probe {answer.probe} pending")
+                        results[i] = (False, f"lookup probe {answer.probe} pending")
                     continue
                 found.update(answer)
         except EdgeAPIError as exc:
