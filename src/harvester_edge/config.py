@@ -15,6 +15,7 @@ name looks secret-bearing (token, secret, password, credential, private key, API
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -216,13 +217,20 @@ def convert(key: str, value: Any, kind: Any) -> Any:
     return value
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of an options class (resolving them is most of the cost of
+    building a plugin, which Harvester does every cycle in every thread)."""
+    return typing.get_type_hints(cls)
+
+
 def parse_config(cls: type[T], kwargs: Mapping[str, Any], owner: str) -> T:
     """Build ``cls`` (a dataclass) from the known keys of ``kwargs``.
 
     Fields without a default are required.  After conversion the dataclass's own
     ``__post_init__`` may check ranges with ``check()``.
     """
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in kwargs and kwargs[f.name] is not None:

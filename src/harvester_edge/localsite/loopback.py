@@ -48,6 +48,9 @@ class App(Protocol):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # never join handler threads: some hang on purpose
+    #: bursts of parallel submits (16 at a time per thread): socketserver's default backlog
+    #: of 5 made the kernel drop connections, which clients saw as resets
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], app: App) -> None:
         self.app = app

@@ -14,8 +14,9 @@ from ..config import check
 @dataclass(frozen=True, kw_only=True)
 class EdgeOptions:
     queueName: str = ""
-    #: workers per bulk status request
-    chunkSize: int = 200
+    #: workers per bulk status request (SFAPI takes 500 ids per query; chunks of one call run
+    #: ``queryConcurrency`` at a time)
+    chunkSize: int = 500
     #: parallel submit requests per submit_workers call
     submitConcurrency: int = 16
     connectTimeout: float = 5.0

@@ -203,7 +203,7 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
                 LOG.info(f"kill confirmation query failed: {exc}")
             except EdgeAPIError as exc:
                 LOG.info(f"kill confirmation query failed: {exc}")
-            if time.monotonic() + delay > deadline:
+            if all(j in ended for j in ids) or time.monotonic() + delay > deadline:
                 return ended, unseen
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
