@@ -658,7 +658,9 @@ class Bench:
         finally:
             self.gw.knobs(latency=0)
         ok = sum(1 for r in results if r[0] is True)
-        fig.update(n=n, latency_s=LATENCY, submitted=ok, sample_result=list(results[0]))
+        refused = Counter(f"{r[0]}: {r[1][:160]}" for r in results if r[0] is not True)
+        fig.update(n=n, latency_s=LATENCY, submitted=ok, sample_result=list(results[0]),
+                   not_submitted=dict(refused.most_common(3)))  # fmt: skip
         self.rows[row] = fig
         self.target(row, "wall", fig["wall_s"], f"< {seconds:g} s", fig["wall_s"] < seconds)
         self.target(row, "all_submitted", ok, f"== {n}", ok == n)
@@ -713,6 +715,19 @@ class Bench:
 def attr(ws: WorkSpec, key: str) -> Any:
     found, value = ws.get_work_attribute(key)
     return value if found else None
+
+
+def to_json(value: Any, indent: int = 0) -> str:
+    """JSON with small objects and lists on one line (same content as ``json.dumps``)."""
+    flat = json.dumps(value)
+    if not isinstance(value, dict | list) or len(flat) + indent <= 96:
+        return flat
+    pad, inner = " " * indent, " " * (indent + 2)
+    if isinstance(value, list):
+        items = [inner + to_json(v, indent + 2) for v in value]
+        return "[\n" + ",\n".join(items) + f"\n{pad}]"
+    items = [f"{inner}{json.dumps(k)}: {to_json(v, indent + 2)}" for k, v in value.items()]
+    return "{\n" + ",\n".join(items) + f"\n{pad}}}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -790,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["errors"] = errors
     figures["checks"] = bench.checks
     figures["missed"] = [name for name, met in bench.checks.items() if not met]
-    print(json.dumps(figures, indent=2))
+    print(to_json(figures))
     return 0 if all(bench.checks.values()) else 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import re
@@ -22,7 +23,7 @@ from harvester_edge.edge.batch import (
     shipped_template,
 )
 from harvester_edge.edge.profiles import PROFILES, get_profile
-from harvester_edge.edge.render import TemplateValueError, placeholders
+from harvester_edge.edge.render import TemplateValueError
 from harvester_edge.errors import EdgeConfigError
 from harvester_edge.harvester import WorkSpec
 
@@ -71,6 +72,12 @@ def worker(tmp_path: Path, **changes: object) -> WorkerInfo:
     )  # fmt: skip
     values.update(changes)
     return WorkerInfo(**values)  # type: ignore[arg-type]
+
+
+def template_names(template: str) -> set[str]:
+    """Placeholder names a template refers to (``{{``/``}}`` are literal braces)."""
+    fields = re.finditer(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)(?:!raw)?\}", template)
+    return {m.group(1) for m in fields if m.group(1)}
 
 
 def sfapi_submitter_class() -> type[Any]:
@@ -129,7 +136,7 @@ def test_shipped_template_has_no_unknown_placeholders_and_parses(
     cfg = batch(config)
     ctx = build_context(cfg, worker(tmp_path), now=NOW)
     for name in ("slurm_pilots.sh", "node_launcher.sh"):
-        assert placeholders(shipped_template(name)) <= set(ctx), name
+        assert template_names(shipped_template(name)) <= set(ctx), name
     script = render_batch_script(cfg, worker(tmp_path), now=NOW)
     assert "#SBATCH --job-name=hedge-test-42\n" in script
     assert not re.search(r"\{[A-Za-z_][A-Za-z0-9_]*(!raw)?\}", script)
@@ -435,27 +442,57 @@ def test_bad_worker_numbers_name_the_field(field: str, value: object) -> None:
         WorkerInfo.from_workspec(ws, "hid", "hedge-hid-9", "/w/9")
 
 
-def test_rendering_reads_no_clock_but_log_sub_dir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With ``now`` given, nothing in rendering reads the clock (logSubDir is the only use)."""
+def test_rendering_never_reads_the_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """logSubDir comes from the worker's own time (or ``now``), never from the clock."""
     import time
 
-    from harvester_edge.edge import batch as batch_module
+    from harvester_edge.edge import placeholders, script
+    from harvester_edge.edge import worker as worker_module
 
     def no_clock(*args: object) -> object:
         raise AssertionError("rendering read the clock")
 
+    class NoClockDatetime(datetime.datetime):
+        now = utcnow = today = staticmethod(no_clock)  # type: ignore[assignment]
+
     fake_datetime = types.SimpleNamespace(
-        datetime=types.SimpleNamespace(now=no_clock, utcnow=no_clock, today=no_clock),
+        datetime=NoClockDatetime,
         timezone=datetime.timezone,
         date=types.SimpleNamespace(today=no_clock),
     )
     cfg = batch({"nCorePerNode": 8, "logDir": "/logs"})
     info = worker(tmp_path)
     expected = render_batch_script(cfg, info, now=NOW)
-    monkeypatch.setattr(batch_module, "datetime", fake_datetime)
+    for module in (placeholders, script, worker_module):
+        if hasattr(module, "datetime"):
+            monkeypatch.setattr(module, "datetime", fake_datetime)
     for name in ("time", "time_ns", "monotonic", "perf_counter"):
         monkeypatch.setattr(time, name, no_clock)
     assert render_batch_script(cfg, info, now=NOW) == expected
     assert build_context(cfg, info, now=NOW)["logSubDir"] == "/logs/25-01-02_03"
+    created = dataclasses.replace(info, created=NOW)
+    assert render_batch_script(cfg, created) == expected
+    assert build_context(cfg, info)["logSubDir"] == "/logs/70-01-01_00"  # no time: the epoch
+
+
+def test_log_sub_dir_hour_is_utc(tmp_path: Path) -> None:
+    """Naive times are UTC (as Harvester stores them); aware ones are converted to UTC."""
+    cfg = batch({"logDir": "/logs"})
+    naive = worker(tmp_path, created=datetime.datetime(2025, 3, 4, 23, 59))
+    plus2 = datetime.timezone(datetime.timedelta(hours=2))
+    aware = worker(tmp_path, created=datetime.datetime(2025, 3, 5, 1, 59, tzinfo=plus2))
+    assert build_context(cfg, naive)["logSubDir"] == "/logs/25-03-04_23"
+    assert build_context(cfg, aware)["logSubDir"] == "/logs/25-03-04_23"
+
+
+def test_worker_time_comes_from_creation_then_submit_time() -> None:
+    ws = WorkSpec()
+    ws.workerID, ws.computingSite = 9, "Q"
+    first, second = datetime.datetime(2025, 1, 1, 5), datetime.datetime(2025, 1, 1, 6)
+    assert WorkerInfo.from_workspec(ws, "h", "j", "/w").created is None
+    ws.submitTime = second
+    assert WorkerInfo.from_workspec(ws, "h", "j", "/w").created == second
+    ws.creationTime = first
+    assert WorkerInfo.from_workspec(ws, "h", "j", "/w").created == first
+    ws.creationTime = "2025-01-01"  # not a datetime: ignored
+    assert WorkerInfo.from_workspec(ws, "h", "j", "/w").created == second

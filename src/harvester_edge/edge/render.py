@@ -65,8 +65,3 @@ def render(template: str, context: Mapping[str, object]) -> str:
         return check_raw(name, value) if raw else shell_word(name, value)
 
     return _FIELD.sub(substitute, template)
-
-
-def placeholders(template: str) -> set[str]:
-    """Names a template refers to (used to warn about names the context does not provide)."""
-    return {m.group(1) for m in _FIELD.finditer(template) if m.group(1)}

@@ -7,17 +7,41 @@ directives as fields, the script kept for the wrapper), the PSI/J job spec (DOE 
 walltime, account, partition, QOS, constraint and environment: ``build_job_spec``.  The same
 worker and config give an identical spec and identical encoded bytes (IRI's idempotency key
 only holds for a byte-identical body).
+
+How it decides: queue config and worker give the template context (``edge/script.py``), the
+script is rendered from it exactly as SFAPI has always sent it, and the spec then describes
+what that script asks of Slurm: its ``#SBATCH`` header as sbatch reads it
+(``edge/sbatch_header.py``).  For our template the header *is* the config's directive list;
+for an operator's template it is what the template wrote, and nodes, time, account, partition,
+QOS and constraint it leaves out come from config.  So S3M and IRI run the job SFAPI would.
 """
 
 from __future__ import annotations
 
-import re
+import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
+
+from ..errors import EdgeConfigError
+from .batch_config import BatchConfig
+from .directives import directive_pairs
+from .render import render
+from .sbatch_header import ensure_tag, memory_mb, node_count, read_header, time_minutes
+from .script import build_context, read_template
+from .worker import WorkerInfo
+
+__all__ = ["JobSpec", "build_job_spec", "ensure_tag"]
+
+#: Header keys that have their own spec field (never repeated in ``directives``).
+_OWN_FIELDS = frozenset(
+    "job-name nodes time account partition qos constraint output error mem".split()
+)
 
 
 @dataclass(frozen=True)
 class JobSpec:
+    """One worker's batch job, as every facility must run it (see the module docstring)."""
+
     #: the job name: the worker's tag (how a job is found again after an ambiguous submit)
     tag: str
     #: the Slurm batch script (our wrapper or the operator's template), ``#SBATCH`` lines
@@ -42,30 +66,70 @@ class JobSpec:
     cores_per_process: int = 1
     gpus_per_process: int = 0
     memory_mb: int | None = None
+    #: an existing facility directory to start the job in: ``work_dir`` is made by the script
+    #: itself, and Slurm fails a job whose output directory is missing before it starts
+    submit_dir: str = ""
+    #: why the script's ``#SBATCH`` header could not be read as fields (None: it was); the
+    #: script still goes to sbatch as it is, the field-based encoders refuse the spec
+    header_problem: str | None = None
 
 
-def build_job_spec(batch: Any, worker: Any) -> JobSpec:
-    """(Replaced on merge by the full builder.)"""
-    from .batch import render_batch_script
+def build_job_spec(batch: BatchConfig, worker: WorkerInfo) -> JobSpec:
+    """The job spec of one worker; its ``script`` is byte for byte what SFAPI has been sent.
 
-    script = ensure_tag(render_batch_script(batch, worker), worker.job_name)
-    return JobSpec(
-        tag=worker.job_name, script=script, work_dir=worker.work_dir, nodes=1, walltime_s=0
+    Values the renderer refuses (a newline in a worker field, a bad ``jobName`` or work dir)
+    raise the renderer's errors here.  ``walltime_s`` is in whole minutes (Slurm's unit, 0 =
+    none asked); ``stdout_path``/``stderr_path`` are the script's ``-o``/``-e``, else one
+    ``<submit_dir>/<tag>.out`` for both (sbatch, too, joins stderr to stdout by default);
+    ``memory_mb`` is the script's ``--mem`` (None: not asked, e.g. whole nodes); the job-level
+    ``environment`` is empty, as the wrapper exports everything the pilots need.  A header
+    that cannot be read (an operator's template sbatch would refuse) does not stop the
+    script: the spec then holds config values and ``header_problem``, which the field-based
+    encoders refuse.
+    """
+    ctx = build_context(batch, worker)
+    tag = worker.job_name
+    script = ensure_tag(render(read_template(batch), ctx), tag)
+    n_node = cast(int, ctx["nNode"])
+    minutes = cast(int, ctx["requestWalltimeMinute"])
+    decided = dict(directive_pairs(batch, n_node, minutes))
+    base = JobSpec(
+        tag=tag,
+        script=script,
+        work_dir=worker.work_dir,
+        nodes=n_node,
+        walltime_s=minutes * 60,
+        account=decided.get("account"),
+        partition=decided.get("partition"),
+        qos=decided.get("qos"),
+        constraint=decided.get("constraint"),
+        stdout_path=f"{batch.base_dir.rstrip('/')}/{tag}.out",
+        stderr_path=f"{batch.base_dir.rstrip('/')}/{tag}.out",
+        processes_per_node=batch.pilots_per_node,
+        cores_per_process=batch.cores_per_pilot,
+        gpus_per_process=batch.gpus_per_pilot,
+        submit_dir=batch.base_dir,
     )
+    try:
+        return _with_header(base, dict(read_header(script)))
+    except EdgeConfigError as exc:
+        return dataclasses.replace(base, header_problem=str(exc))
 
 
-_JOB_NAME = re.compile(r"^#SBATCH\s+(?:--job-name[= ]|-J\s*)", re.MULTILINE)
-
-
-def ensure_tag(script: str, tag: str) -> str:
-    if _JOB_NAME.search(script):
-        return re.sub(
-            r"^#SBATCH\s+(?:--job-name[= ]|-J\s*)\S+.*$",
-            f"#SBATCH --job-name={tag}",
-            script,
-            flags=re.MULTILINE,
-        )
-    lines = script.split("\n", 1)
-    if lines[0].startswith("#!"):
-        return f"{lines[0]}\n#SBATCH --job-name={tag}\n{lines[1] if len(lines) > 1 else ''}"
-    return f"#!/bin/bash\n#SBATCH --job-name={tag}\n{script}"
+def _with_header(spec: JobSpec, header: dict[str, str | None]) -> JobSpec:
+    """``spec`` (config's decision) updated with what the script's header asks of Slurm."""
+    stdout = header.get("output") or spec.stdout_path
+    minutes = time_minutes(header["time"] or "") if "time" in header else spec.walltime_s // 60
+    return dataclasses.replace(
+        spec,
+        nodes=node_count(header["nodes"] or "") if "nodes" in header else spec.nodes,
+        walltime_s=(minutes or 0) * 60,
+        account=header.get("account") or spec.account,
+        partition=header.get("partition") or spec.partition,
+        qos=header.get("qos") or spec.qos,
+        constraint=header.get("constraint") or spec.constraint,
+        directives=tuple((k, v) for k, v in header.items() if k not in _OWN_FIELDS),
+        stdout_path=stdout,
+        stderr_path=header.get("error") or (stdout if "output" in header else spec.stderr_path),
+        memory_mb=memory_mb(header["mem"] or "") if "mem" in header else None,
+    )
