@@ -18,7 +18,8 @@ How each row is measured (the measured call only, never its setup):
   (``rss_start_mib`` is the RSS at that moment); where the mark cannot be reset the peak is
   since process start and ``meta.rss_method`` says so.
 
-Rows and targets (``chunk`` is the queues' ``chunkSize``, 200):
+Rows and targets (``chunk`` is the ``chunkSize`` the bench sets, 200, as the earlier figures
+were measured; the default is 500, which ``monitor_10000``'s ``variants_info`` shows):
 
 ==================  =========================================================================
 construct           1,000 submitters + 1,000 monitors constructed: 0 requests
@@ -40,8 +41,10 @@ token_grants        3 threads making requests through one shared client for 60 s
                     tokens (``--quick``: 15 s with 5 s tokens): token grants <= 60/20+1
 ==================  =========================================================================
 
-``client_calls`` (diagnostics) times the shared client's ``query``/``read_texts``/``cancel``
-calls inside the measured call; ``cancel`` and ``read_texts`` also get their own requests.
+``client_calls`` (diagnostics) times the shared client's ``poll`` (squeue, then sacct for
+the ids gone from the queue), ``find`` (lookup by tag), ``read_texts`` and ``cancel`` calls
+inside the measured call (the ``FacilityClient`` interface, ``facilities/base.py``);
+``cancel`` and ``read_texts`` also get their own requests.
 Every Slurm job created here (directly or through the gateway) is cancelled at the end.
 """
 
@@ -73,6 +76,7 @@ os.environ["HARVESTER_ID"] = f"bench{uuid.uuid4().hex[:6]}"
 import httpx  # noqa: E402
 
 from harvester_edge.edge.health import GATE  # noqa: E402
+from harvester_edge.edge.lifecycle import PILOTS, TAG, WORK_DIR, attr  # noqa: E402
 from harvester_edge.edge.pilot_summary import SUMMARY_FILE  # noqa: E402
 from harvester_edge.edge.tags import job_tag  # noqa: E402
 from harvester_edge.errors import EdgeAPIError  # noqa: E402
@@ -80,7 +84,6 @@ from harvester_edge.facilities.registry import forget_clients  # noqa: E402
 from harvester_edge.harvester import WorkSpec, harvester_id  # noqa: E402
 from harvester_edge.localsite.sfapi_gateway import make_client_key  # noqa: E402
 from harvester_edge.localsite.slurm import LocalSlurm, default_slurm_conf  # noqa: E402
-from harvester_edge.plugins.base import PILOTS, TAG, WORK_DIR  # noqa: E402
 from harvester_edge.plugins.sfapi import SFAPIMonitor, SFAPISubmitter, SFAPISweeper  # noqa: E402
 
 QUEUE = "BENCH_SFAPI"
@@ -263,7 +266,6 @@ class ClientSpy:
 
     def _wrap(self, name: str, method: Callable[..., Any], count: bool) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            key = name if "final" not in kwargs else f"{name}(final={kwargs['final']})"
             before = self.gw.counters() if count else None
             start = time.perf_counter()
             try:
@@ -272,9 +274,9 @@ class ClientSpy:
                 wall = time.perf_counter() - start
                 delta = self.gw.counters() - before if before is not None else None
                 with self._lock:
-                    self._walls.setdefault(key, []).append(wall)
+                    self._walls.setdefault(name, []).append(wall)
                     if delta is not None:
-                        self._requests.setdefault(key, Counter()).update(delta)
+                        self._requests.setdefault(name, Counter()).update(delta)
 
         return timed
 
@@ -424,11 +426,11 @@ class Bench:
         self, workers: list[WorkSpec], conf: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         """One check_workers by a new monitor (as Harvester builds one per cycle), with the
-        client's query and file-read calls timed."""
+        client's poll, lookup and file-read calls timed."""
         conf = conf or self.conf
         spy = ClientSpy(self.gw)
         client = SFAPIMonitor(**conf).edge_client()
-        with spy.watch(client, ["query", "read_texts"], with_requests=["read_texts"]):
+        with spy.watch(client, ["poll", "find", "read_texts"], with_requests=["read_texts"]):
             result, fig = self.measure(lambda: SFAPIMonitor(**conf).check_workers(workers))
         fig["client_calls"] = spy.summary()
         return result, fig
@@ -621,7 +623,7 @@ class Bench:
         spy = ClientSpy(self.gw)
         self.gw.knobs(latency=LATENCY)
         try:
-            with spy.watch(client, ["cancel", "query"], with_requests=["cancel"]):
+            with spy.watch(client, ["cancel", "poll", "find"], with_requests=["cancel"]):
                 results, fig = self.measure(lambda: SFAPISweeper(**self.conf).kill_workers(workers))
         finally:
             self.gw.knobs(latency=0)
@@ -710,11 +712,6 @@ class Bench:
         self.target(row, "grants", grants, f"<= {limit}", grants <= limit)
         self.target(row, "no_errors", len(errors), "== 0", not errors)
         forget_clients()
-
-
-def attr(ws: WorkSpec, key: str) -> Any:
-    found, value = ws.get_work_attribute(key)
-    return value if found else None
 
 
 def to_json(value: Any, indent: int = 0) -> str:

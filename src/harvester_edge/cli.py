@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import importlib
 import json
 import os
@@ -28,14 +27,17 @@ from typing import Any
 from ._quiet import quiet_imports
 from .config import redact
 from .errors import EdgeConfigError
+from .queue_config import (
+    MANDATORY_SECTIONS,
+    PLUGIN_SECTIONS,
+    build_plugin,
+    is_template,
+    merged_queue,
+    plugin_sections,
+)
 
-# What stock Harvester's QueueConfigMapper (harvestercore/queue_config_mapper.py) knows.
-#: sections without which the queue is dropped ("Missing mandatory attributes")
-MANDATORY_SECTIONS = (
-    "messenger", "monitor", "preparator", "stager", "submitter", "sweeper", "workerMaker",
-)  # fmt: skip
-#: sections agents pass to PluginFactory (updatable_plugin_attrs without "common")
-PLUGIN_SECTIONS = (*MANDATORY_SECTIONS, "throttler", "zipper", "aux_preparator", "extractor")
+# Queue-level keys stock Harvester's QueueConfigMapper (harvestercore/queue_config_mapper.py)
+# reads; how it merges templates and ``common`` into plugin sections: queue_config.py.
 #: queue limits; stock silently replaces a non-integer by None (maxWorkers by 0)
 QUEUE_LIMITS = (
     "maxWorkers", "maxNewWorkersPerCycle",
@@ -51,59 +53,7 @@ _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _PLACEHOLDER = re.compile(r"\$\{([a-zA-Z\d_.]+)\}")
 
 
-# ------------------------------------------------------------ loading like Harvester
-def is_template(name: str, queue: Mapping[str, Any]) -> bool:
-    """Stock rule: ``isTemplateQueue: true`` or a name ending in ``_TEMPLATE``."""
-    return queue.get("isTemplateQueue") is True or name.endswith("_TEMPLATE")
-
-
-def merged_queue(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """A queue's dict after its template: the template's sections deep-copied, then the
-    queue's keys, plugin sections updated key by key (stock ``updatable_plugin_attrs``)."""
-    raw = config[name]
-    queue: dict[str, Any] = {}
-    template = config.get(raw.get("templateQueueName"))
-    if isinstance(template, dict):
-        queue.update(copy.deepcopy(template))
-        queue.pop("templateQueueName", None)
-    for key, value in raw.items():
-        value = copy.deepcopy(value)
-        if (
-            key in ("common", *PLUGIN_SECTIONS)
-            and isinstance(queue.get(key), dict)
-            and isinstance(value, dict)
-        ):
-            queue[key].update(value)
-        else:
-            queue[key] = value
-    queue.pop("isTemplateQueue", None)
-    return queue
-
-
-def is_plugin_section(value: Any) -> bool:
-    """What Harvester treats as a plugin section: a dict with ``module`` and ``name``."""
-    return isinstance(value, dict) and "module" in value and "name" in value
-
-
-def plugin_sections(queue_name: str, queue: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Every plugin section of a (merged) queue as Harvester passes it to PluginFactory:
-    ``common`` keys the section lacks copied in, then ``siteName``/``queueName``."""
-    common = queue.get("common")
-    common = common if isinstance(common, dict) else {}
-    found = []
-    for section, entry in queue.items():
-        if not is_plugin_section(entry):
-            continue
-        conf = dict(entry)
-        for key, value in common.items():
-            if key not in conf and key not in ("module", "name"):
-                conf[key] = copy.deepcopy(value)
-        conf.setdefault("siteName", queue_name.split("/")[0])
-        conf.setdefault("queueName", queue_name)
-        found.append((section, conf))
-    return found
-
-
+# ------------------------------------------------------------ the credmanager agent's sections
 def credmanager_conf(
     queue_name: str, queue: Mapping[str, Any], entry: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -134,17 +84,6 @@ def credmanager_conf(
                 value = value.replace("${" + name + "}", sub)
         conf[key] = value
     return conf
-
-
-def build_plugin(conf: Mapping[str, Any]) -> Any:
-    """What Harvester's PluginFactory does: import ``module``, get ``name``, call it with
-    every other key (``dbInterface`` added when the section does not set it)."""
-    with quiet_imports():
-        module = importlib.import_module(conf["module"])
-    cls = getattr(module, conf["name"])
-    kwargs = {k: v for k, v in conf.items() if k not in ("module", "name")}
-    kwargs.setdefault("dbInterface", None)
-    return cls(**kwargs)
 
 
 # ------------------------------------------------------------ check-config

@@ -230,7 +230,7 @@ def parse_config(cls: type[T], kwargs: Mapping[str, Any], owner: str) -> T:
     Fields without a default are required.  After conversion the dataclass's own
     ``__post_init__`` may check ranges with ``check()``.
     """
-    hints = _type_hints(cls)
+    hints = _type_hints(cls)  # type: ignore[arg-type]  # classes are hashable
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in kwargs and kwargs[f.name] is not None:

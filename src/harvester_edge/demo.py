@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cli import build_plugin
 from .facilities.registry import forget_clients
 from .harvester import WorkSpec
 from .localsite.fake_cvmfs import make_fake_cvmfs
 from .localsite.faults import Knobs
 from .localsite.sfapi_gateway import SFAPIGateway, make_client_key
 from .localsite.slurm import LocalSlurm
+from .queue_config import build_plugin, plugin_section
 
 FINAL = ("finished", "failed", "cancelled", "missed")
 
@@ -58,11 +58,8 @@ def queue_config(gw: SFAPIGateway, root: Path, key: Path) -> dict[str, Any]:
 
 
 def plugin(config: dict[str, Any], queue: str, section: str) -> Any:
-    conf = dict(config[queue][section])
-    for key, value in config[queue]["common"].items():
-        conf.setdefault(key, value)
-    conf.update(queueName=queue, siteName=queue)
-    return build_plugin(conf)
+    """A new plugin of the queue's section, as Harvester's agents build one every cycle."""
+    return build_plugin(plugin_section(queue, config[queue], section))
 
 
 def new_worker(worker_id: int, queue: str, root: Path) -> WorkSpec:

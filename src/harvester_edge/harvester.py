@@ -240,7 +240,3 @@ except ImportError:
                 self.errorCode = error_code
             if error_diag not in (None, ""):
                 self.errorDiag = str(error_diag)[:256]
-
-
-# Status strings every monitor answer must come from (plus None for "could not check").
-WORKER_STATUSES = frozenset(WorkSpec.ST_LIST)

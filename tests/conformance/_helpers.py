@@ -7,7 +7,7 @@ from typing import Any
 
 from harvester_edge.edge.health import GATE
 from harvester_edge.edge.lifecycle import TAG, WORK_DIR, attr
-from harvester_edge.harvester import WORKER_STATUSES, WorkSpec
+from harvester_edge.harvester import WorkSpec
 
 QUEUE = "CONF_Q"
 
@@ -41,7 +41,7 @@ def drive(mon: Any, workers: list[WorkSpec]) -> list[tuple[str | None, str]]:
         assert ok is True, answers
         assert len(answers) == len(workers), answers
         for ws, (status, _) in zip(workers, answers, strict=True):
-            assert status is None or status in WORKER_STATUSES, status
+            assert status is None or status in WorkSpec.ST_LIST, status
             if status is not None:
                 ws.status = status
         if not _probing(answers):

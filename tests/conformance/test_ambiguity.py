@@ -13,6 +13,9 @@ from harvester_edge.edge.lifecycle import AMBIGUOUS_AT, CANDIDATE, TASK, attr
 from harvester_edge.edge.states import ERROR_PATTERNS, ErrorCode
 from harvester_edge.facilities.passthrough import SlurmState
 from harvester_edge.harvester import WorkSpec, harvester_id
+from harvester_edge.plugins import submitter as submitter_module
+from harvester_edge.plugins import throttler as throttler_module
+from harvester_edge.plugins.base import LOG
 
 from ._helpers import (
     QUEUE,
@@ -181,7 +184,18 @@ def test_late_duplicate_after_an_ambiguous_submit_is_cancelled(family, clock):
 
 
 # 13. adoption only by tag ---------------------------------------------------------------------
-def test_task_naming_another_workers_job_is_not_adopted(async_family, clock, caplog):
+class _Records(logging.Handler):
+    """Records of the plugins' own logger (Harvester's loggers do not propagate to root)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_task_naming_another_workers_job_is_not_adopted(async_family, clock):
     fam = async_family
     fam.reconfigure(task_delay=None)
     sub, mon, swp = fam.plugins()
@@ -198,15 +212,19 @@ def test_task_naming_another_workers_job_is_not_adopted(async_family, clock, cap
     assert fam.facility.cancelled == []
 
     finds = fam.facility.requests["find"]
-    with caplog.at_level(logging.ERROR):
+    seen = _Records()
+    LOG.addHandler(seen)
+    try:
         (sa, da), (sb, db) = drive(mon, [a, b])
+    finally:
+        LOG.removeHandler(seen)
     assert sa == WorkSpec.ST_submitted and "not this worker's" in da, da
     assert not a.batchID and not attr(a, CANDIDATE)
     assert sb == WorkSpec.ST_submitted and b.batchID == other
     assert any(
         r.levelno >= logging.ERROR and other in r.getMessage() and "not this worker's" in
-        r.getMessage() for r in caplog.records
-    ), [r.getMessage() for r in caplog.records]  # fmt: skip
+        r.getMessage() for r in seen.records
+    ), [r.getMessage() for r in seen.records]  # fmt: skip
 
     (sa, da), _ = drive(mon, [a, b])  # A looks its own tag up
     assert fam.facility.requests["find"] > finds
@@ -287,7 +305,9 @@ def test_two_harvester_ids_share_a_facility(family, monkeypatch):
     fam = family
 
     def as_instance(hid):
-        monkeypatch.setenv("HARVESTER_ID", hid)
+        # the plugins ask harvester_id() (Harvester's config, or the stand-in's environment)
+        for module in (submitter_module, throttler_module):
+            monkeypatch.setattr(module, "harvester_id", lambda hid=hid: hid)
         return fam.plugins()
 
     sub_a, _, _ = as_instance("instA")

@@ -496,3 +496,20 @@ def test_worker_time_comes_from_creation_then_submit_time() -> None:
     assert WorkerInfo.from_workspec(ws, "h", "j", "/w").created == first
     ws.creationTime = "2025-01-01"  # not a datetime: ignored
     assert WorkerInfo.from_workspec(ws, "h", "j", "/w").created == second
+
+
+def test_walltime_seconds_wins_over_the_workers_cric_default() -> None:
+    """Stock's worker maker sets maxWalltime from CRIC's maxtime, 1 s for a queue without one:
+    ``walltimeSeconds`` gives the allocation its walltime whatever the worker says."""
+    from harvester_edge.edge.batch import BatchConfig, WorkerInfo, render_batch_script
+
+    base = {"remoteWorkDir": "/w", "profile": "generic"}
+    worker = WorkerInfo(
+        harvester_id="h", worker_id=1, queue="Q", job_name="hedge-h-Q-w1", max_walltime_s=1,
+        work_dir="/w/h/1",
+    )  # fmt: skip
+    assert "#SBATCH --time=1\n" in render_batch_script(BatchConfig.from_config(base), worker)
+    cfg = BatchConfig.from_config({**base, "walltimeSeconds": 21600})
+    assert "#SBATCH --time=360\n" in render_batch_script(cfg, worker)
+    with pytest.raises(EdgeConfigError, match="walltimeSeconds"):
+        BatchConfig.from_config({**base, "walltimeSeconds": 30})

@@ -158,6 +158,9 @@ class BatchConfig:
     submit_mode: str | None = None
     n_core_factor: int = 1
     bind_cores: bool = False
+    #: the allocation's walltime in seconds; None: the worker's ``maxWalltime`` (which stock
+    #: Harvester's worker maker takes from CRIC's ``maxtime``, 1 s when the queue has none)
+    walltime_s: int | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, object]) -> BatchConfig:
@@ -211,6 +214,7 @@ class BatchConfig:
             submit_mode=read.text("submitMode"),
             n_core_factor=read.integer("nCoreFactor", 1, 1) or 1,
             bind_cores=read.flag("bindCores", False),
+            walltime_s=read.integer("walltimeSeconds", None, 60),
         )
         config.check()
         return config

@@ -26,14 +26,15 @@ def stock_placeholders(
 ) -> dict[str, object]:
     """Stock ``slurm_submitter.make_placeholder_map`` values, with its formulas.
 
-    One deviation: a configured ``nNode`` is used as it is (level 2), and with no worker
-    ``nCore`` the total is ``nCorePerNode * nNode``; without ``nNode`` everything is stock.
+    Two deviations: a configured ``nNode`` is used as it is (level 2), and with no worker
+    ``nCore`` the total is ``nCorePerNode * nNode``; a configured ``walltimeSeconds`` wins
+    over the worker's ``maxWalltime``.  Without them everything is stock.
     """
     per_node = cfg.n_core_per_node
     total = worker.n_core or per_node * (cfg.n_node or 1)
     n_node = cfg.n_node or math.ceil(total / per_node)
     ram = max(worker.min_ram_mb, total) if worker.min_ram_mb else total
-    walltime = worker.max_walltime_s or 0
+    walltime = cfg.walltime_s or worker.max_walltime_s or 0
     cputime = walltime * total
     log_dir = worker.work_dir
     if cfg.log_dir:

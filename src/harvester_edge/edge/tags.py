@@ -15,9 +15,7 @@ from ..errors import EdgeConfigError
 
 PREFIX = "hedge"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
-_TAG = re.compile(
-    rf"^{PREFIX}-(?P<harvester>[A-Za-z0-9_.]+)-(?P<queue>[A-Za-z0-9_.]+)-w(?P<worker>\d+)$"
-)
+_TAG = re.compile(rf"^{PREFIX}-(?P<harvester>[A-Za-z0-9_.]+)-(?P<queue>[A-Za-z0-9_.]+)-w\d+$")
 _MAX_PART = 32
 
 
@@ -52,9 +50,3 @@ def prefix_of(tag: str) -> str | None:
     """The queue prefix of one of our tags (see ``queue_prefix``), None for other names."""
     m = _TAG.match(tag or "")
     return f"{PREFIX}-{m.group('harvester')}-{m.group('queue')}-w" if m else None
-
-
-def worker_id_of(tag: str) -> int | None:
-    """The worker id in a tag of ours, or None for any other job name."""
-    m = _TAG.match(tag or "")
-    return int(m.group("worker")) if m else None
