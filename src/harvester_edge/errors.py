@@ -40,11 +40,15 @@ class EdgeNetworkError(EdgeAPIError):
 
     ``maybe_sent`` is True when the request may have reached the service (read timeout,
     reset after sending): a submit in that state is ambiguous and must be looked up by tag.
+    ``silent`` is True when the service did not answer at all (unreachable, no answer in
+    time): the rest of a plugin call asks nothing more.  A connection reset is not silent:
+    one dropped connection does not stop the other requests of the call.
     """
 
-    def __init__(self, message: str, *, maybe_sent: bool):
+    def __init__(self, message: str, *, maybe_sent: bool, silent: bool = True):
         super().__init__(message, transient=True)
         self.maybe_sent = maybe_sent
+        self.silent = silent
 
 
 class EdgeUnavailable(EdgeAPIError):

@@ -14,8 +14,8 @@ see exactly the keyword arguments Harvester passes.
    ``module`` and ``name`` is a plugin section, whatever its key.  It gets, deep-copied:
 
    - each key of ``common`` (when ``common`` is an object; anything else is ignored) that the
-     section does not set itself, except ``module`` and ``name``: the section's own value
-     always wins and ``common`` never chooses the plugin;
+     section does not set itself: the section's own value always wins, so ``common`` never
+     chooses the plugin (stock also skips ``module`` and ``name`` explicitly);
    - ``siteName``: the queue name up to its first ``/`` (``SITE/resourceType`` queues), and
      ``queueName``: the whole queue name; each only when the section does not set it.
 

@@ -60,6 +60,7 @@ FAULTS = {
     "created_then_500": "the job is created, then the service answers 500",
     "busy_429": "429 before anything was done",
     "hang": "the call blocks for ``hang_seconds`` then times out",
+    "created_then_reset": "the job is created, then the connection is reset (not silent)",
 }
 
 
@@ -190,6 +191,10 @@ class FakeFacility(FacilityClient):
         if fault == "hang":
             time.sleep(self.hang_seconds)
             raise EdgeNetworkError(f"{what}: no answer in time (ReadTimeout)", maybe_sent=True)
+        if fault == "created_then_reset":
+            raise EdgeNetworkError(
+                f"{what}: connection failed (ReadError)", maybe_sent=True, silent=False
+            )
         if fault in ("timeout", "created_then_timeout"):
             raise EdgeNetworkError(f"{what}: no answer in time (ReadTimeout)", maybe_sent=True)
         if fault.startswith("created_then_5"):

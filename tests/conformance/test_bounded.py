@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from harvester_edge.edge.lifecycle import TAG, attr
 from harvester_edge.harvester import WorkSpec
 
 from ._helpers import drive, kill, script_ambiguous_submit, submit
@@ -132,3 +133,21 @@ def test_submit_workers_bounded_when_the_lookup_hangs_too(family):
     assert [ok for ok, _ in answers[1:]] == [None, None], answers
     assert family.facility.requests["submit"] == 1
     assert took < 2 * HANG, took
+
+
+def test_one_reset_connection_does_not_stop_the_other_submits(family):
+    """A dropped connection is not a silent facility: the rest of the call goes on.  The
+    reset submit may have created its job, so it is never sent again (adopted by tag)."""
+    sub, mon, _ = family.plugins(submitConcurrency=1)
+    workers = [family.workspec(i) for i in (241, 242, 243)]
+    family.facility.script("submit", "created_then_reset")
+    if family.capabilities.idempotent_submit:  # resent with the same key: the original job
+        family.facility.script("submit", "created_then_reset", "created_then_reset",
+                               "created_then_reset")  # fmt: skip
+    answers = submit(sub, workers)
+    assert [ok for ok, _ in answers] == [True, True, True], answers
+    assert all("not submitted" not in diag for _, diag in answers)
+    drive(mon, workers)
+    drive(mon, workers)
+    for ws in workers:
+        assert len(family.facility.jobs_named(attr(ws, TAG))) == 1

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from harvester_edge import cli
+from harvester_edge import cli, queue_config
 from harvester_edge.config import Secret, convert, parse_config
 from harvester_edge.errors import EdgeAuthError, EdgeConfigError
 
@@ -240,6 +240,62 @@ def test_template_queue_is_merged_like_harvester(
     rc, lines = check_config(tmp_path, config, capsys)
     assert rc == 2
     assert any(line.startswith("ERROR  NERSC_other.templateQueueName:") for line in lines), lines
+
+
+# ------------------------------------------------------------------ queue_config: stock's rules
+def test_plugin_section_merges_common_like_queue_config_mapper() -> None:
+    queue = {
+        "common": {"machine": "perlmutter", "chunkSize": 100, "name": "Other"},
+        "monitor": {"module": "m.mod", "name": "Mon", "chunkSize": 50},
+        "submitter": {"module": "s.mod", "name": "Sub", "siteName": "OWN", "queueName": "OWN_Q"},
+        "messenger": {"accessPoint": "/ap"},  # no module/name: not a plugin section
+    }
+    before = copy.deepcopy(queue)
+    monitor = queue_config.plugin_section("SITE/SCORE", queue, "monitor")
+    # the section's own keys win (its name too); queueName whole, siteName before the /
+    assert monitor == {
+        "module": "m.mod", "name": "Mon", "chunkSize": 50, "machine": "perlmutter",
+        "siteName": "SITE", "queueName": "SITE/SCORE",
+    }  # fmt: skip
+    submitter = queue_config.plugin_section("SITE/SCORE", queue, "submitter")
+    assert (submitter["siteName"], submitter["queueName"]) == ("OWN", "OWN_Q")
+    assert [name for name, _ in queue_config.plugin_sections("Q", queue)] == [
+        "monitor",
+        "submitter",
+    ]
+    monitor["machine"] = "changed"
+    assert queue == before  # a new dict each time, the queue untouched
+    with pytest.raises(ValueError, match="messenger"):
+        queue_config.plugin_section("Q", queue, "messenger")
+
+
+def test_plugin_section_ignores_a_common_that_is_not_an_object() -> None:
+    queue = {"common": ["machine"], "monitor": {"module": "m", "name": "Mon"}}
+    conf = queue_config.plugin_section("Q", queue, "monitor")
+    assert conf == {"module": "m", "name": "Mon", "siteName": "Q", "queueName": "Q"}
+
+
+def test_merged_queue_updates_template_sections_key_by_key() -> None:
+    config = {
+        "EDGE_TEMPLATE": {
+            "common": {"a": 1, "b": 1},
+            "monitor": {"module": "m", "name": "Mon", "x": 1},
+            "maxWorkers": 5,
+            "getJobCriteria": "a=1",
+        },
+        "Q": {
+            "templateQueueName": "EDGE_TEMPLATE",
+            "common": {"b": 2},
+            "monitor": {"x": 2},
+            "getJobCriteria": "b=2",
+        },
+    }
+    queue = queue_config.merged_queue(config, "Q")
+    assert queue["common"] == {"a": 1, "b": 2}
+    assert queue["monitor"] == {"module": "m", "name": "Mon", "x": 2}
+    assert (queue["maxWorkers"], queue["getJobCriteria"]) == (5, "b=2")
+    assert config["EDGE_TEMPLATE"]["common"] == {"a": 1, "b": 1}  # the template is copied
+    assert queue_config.plugin_section("Q", queue, "monitor")["b"] == 2
 
 
 def test_queue_credmanagers_get_no_common_but_placeholders(

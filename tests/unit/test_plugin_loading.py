@@ -1,9 +1,9 @@
 """The plugins load through a PluginFactory-style loader from the shipped example queue config.
 
-``load_like_harvester`` reproduces what stock Harvester does (queue_config_mapper copies the
-``common`` block into each plugin section that lacks the key and adds siteName/queueName;
-PluginFactory.get_plugin imports ``module``, gets ``name`` and calls ``cls(**kwargs)`` with
-every key but module/name, plus dbInterface).
+``load_like_harvester`` builds a section the way stock Harvester does:
+``queue_config.plugin_section`` (queue_config_mapper's ``common`` merge and
+siteName/queueName, stated in ``harvester_edge/queue_config.py``), then PluginFactory's
+``cls(**kwargs)`` with every key but module/name, plus a dbInterface.
 """
 
 import json
@@ -13,24 +13,14 @@ from pathlib import Path
 import pytest
 
 from harvester_edge.errors import EdgeConfigError
+from harvester_edge.queue_config import build_plugin, plugin_section
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "panda_queueconfig.example.json"
 SECTIONS = ("submitter", "monitor", "sweeper")
 
 
 def load_like_harvester(queue_name: str, queue: dict, section: str):
-    conf = dict(queue[section])
-    for key, value in queue.get("common", {}).items():
-        conf.setdefault(key, value)
-    conf.setdefault("siteName", queue_name)
-    conf.setdefault("queueName", queue_name)
-    module = __import__(conf["module"])
-    for sub in conf["module"].split(".")[1:]:
-        module = getattr(module, sub)
-    cls = getattr(module, conf["name"])
-    kwargs = {k: v for k, v in conf.items() if k not in ("module", "name")}
-    kwargs["dbInterface"] = object()
-    return cls(**kwargs)
+    return build_plugin({**plugin_section(queue_name, queue, section), "dbInterface": object()})
 
 
 @pytest.fixture()

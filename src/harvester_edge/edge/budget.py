@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 import time
 
+from ..errors import EdgeNetworkError
+
 
 class CallBudget:
     def __init__(self, seconds: float) -> None:
@@ -22,6 +24,11 @@ class CallBudget:
         with self._lock:
             if self._reason is None:
                 self._reason = reason
+
+    def note(self, exc: BaseException) -> None:
+        """Trip on a silent facility (unreachable, no answer in time), not on one reset."""
+        if isinstance(exc, EdgeNetworkError) and exc.silent:
+            self.trip(str(exc))
 
     def spent(self) -> str | None:
         """Why no more requests should start in this call, or None while there is time."""

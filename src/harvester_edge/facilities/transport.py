@@ -238,7 +238,7 @@ class HttpxTransport:
             ) from None
         except httpx.TransportError as exc:
             raise EdgeNetworkError(
-                f"{what}: connection failed ({type(exc).__name__})", maybe_sent=True
+                f"{what}: connection failed ({type(exc).__name__})", maybe_sent=True, silent=False
             ) from None
         status = response.status_code
         if auth is not None and sent and status in (401, 403):

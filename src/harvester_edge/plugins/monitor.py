@@ -153,7 +153,7 @@ class EdgeMonitor(EdgePlugin, PluginBase):
             try:
                 self._lookup(client, workers, part, answers)
             except EdgeNetworkError as exc:
-                budget.trip(str(exc))
+                budget.note(exc)
                 LOG.info(f"duplicate check by tag failed: {exc}")
             except EdgeAPIError as exc:
                 LOG.info(f"duplicate check by tag failed: {exc}")
@@ -185,7 +185,7 @@ class EdgeMonitor(EdgePlugin, PluginBase):
             try:
                 work(part)
             except EdgeNetworkError as exc:
-                budget.trip(str(exc))
+                budget.note(exc)
                 could_not(part, answers, f"{what}: {exc}")
             except EdgeAPIError as exc:
                 could_not(part, answers, f"{what}: {exc}")
@@ -229,7 +229,7 @@ class EdgeMonitor(EdgePlugin, PluginBase):
         try:
             resolved = client.resolve([attr(workers[i], TASK) for i in idx])
         except EdgeNetworkError as exc:
-            budget.trip(str(exc))
+            budget.note(exc)
             return could_not(idx, answers, f"read submit tasks: {exc}")
         except EdgeAPIError as exc:
             return could_not(idx, answers, f"read submit tasks: {exc}")

@@ -189,7 +189,7 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
             except EdgeAPIError as exc:
                 if maybe_sent(exc):
                     if isinstance(exc, EdgeNetworkError):
-                        budget.trip(str(exc))
+                        budget.note(exc)
                     if self._may_resend(client, attempt, budget):
                         # same key, same bytes: the service answers the job it made, if any
                         time.sleep(min(opts.retryBackoff * 2 ** (attempt - 1), 10.0))
@@ -231,7 +231,7 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
         try:
             answer = client.find([request.tag])
         except EdgeNetworkError as lookup_error:
-            budget.trip(str(lookup_error))
+            budget.note(lookup_error)
             return True, unknown
         except EdgeAPIError:
             return True, unknown

@@ -76,7 +76,7 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
             try:
                 answer = client.cancel(list(part))
             except EdgeNetworkError as exc:
-                budget.trip(str(exc))
+                budget.note(exc)
                 outcomes.update({j: str(exc) for j in part})
                 continue
             except EdgeAPIError as exc:
@@ -146,7 +146,7 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
                 found.update(answer)
         except EdgeAPIError as exc:
             if isinstance(exc, EdgeNetworkError):
-                budget.trip(str(exc))
+                budget.note(exc)
             for i in by_tag:
                 if i not in jobs_of:
                     results[i] = (False, f"could not find the job to kill: {exc}")
@@ -199,7 +199,7 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
                         if record.state.is_final and record.confirmed_final:
                             ended[job_id] = f"ended: {record.native_status}"
             except EdgeNetworkError as exc:
-                budget.trip(str(exc))
+                budget.note(exc)
                 LOG.info(f"kill confirmation query failed: {exc}")
             except EdgeAPIError as exc:
                 LOG.info(f"kill confirmation query failed: {exc}")
