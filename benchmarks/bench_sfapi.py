@@ -18,8 +18,8 @@ How each row is measured (the measured call only, never its setup):
   (``rss_start_mib`` is the RSS at that moment); where the mark cannot be reset the peak is
   since process start and ``meta.rss_method`` says so.
 
-Rows and targets (``chunk`` is the ``chunkSize`` the bench sets, 200, as the earlier figures
-were measured; the default is 500, which ``monitor_10000``'s ``variants_info`` shows):
+Rows and targets (``chunk`` is the queues' ``chunkSize``: 200, as the earlier figures were
+measured, or ``--chunk-size``; the plugins' default is 500):
 
 ==================  =========================================================================
 construct           1,000 submitters + 1,000 monitors constructed: 0 requests
@@ -35,15 +35,17 @@ kill_500            kill_workers of 500 workers with held jobs, 50 ms latency: t
 monitor_1000        one check of 1,000 held jobs: <= ceil(1000/chunk)+2 requests, no token
 monitor_10000       one check of 10,000 workers: 1,000 held jobs and 9,000 unknown job ids
                     (they reach the accounting query too; ``--real-10000``: 10,000 held
-                    jobs): < 2 s; ``variants_info`` repeats it with chunkSize=500 and with
-                    queryConcurrency=8 (figures only, no target)
+                    jobs): < 2 s; ``variants_info`` repeats it with the other chunkSize
+                    (500, or 200 when chunk is 500) and with queryConcurrency=8 (figures
+                    only, no target)
 token_grants        3 threads making requests through one shared client for 60 s with 20 s
                     tokens (``--quick``: 15 s with 5 s tokens): token grants <= 60/20+1
 ==================  =========================================================================
 
-``client_calls`` (diagnostics) times the shared client's ``poll`` (squeue, then sacct for
-the ids gone from the queue), ``find`` (lookup by tag), ``read_texts`` and ``cancel`` calls
-inside the measured call (the ``FacilityClient`` interface, ``facilities/base.py``);
+``client_calls`` (diagnostics) times the shared client's ``poll``, ``find`` (lookup by tag),
+``read_texts`` and ``cancel`` calls inside the measured call (the ``FacilityClient``
+interface, ``facilities/base.py``), and the two halves of each poll apart: ``poll.squeue``
+and ``poll.sacct`` (accounting, for the ids gone from the queue or final there);
 ``cancel`` and ``read_texts`` also get their own requests.
 Every Slurm job created here (directly or through the gateway) is cancelled at the end.
 """
@@ -87,6 +89,7 @@ from harvester_edge.localsite.slurm import LocalSlurm, default_slurm_conf  # noq
 from harvester_edge.plugins.sfapi import SFAPIMonitor, SFAPISubmitter, SFAPISweeper  # noqa: E402
 
 QUEUE = "BENCH_SFAPI"
+#: the queues' chunkSize unless --chunk-size: the earlier figures were measured with 200
 CHUNK = 200
 LATENCY = 0.05
 ROWS = (
@@ -178,10 +181,6 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def budget(n: int) -> int:
-    return math.ceil(n / CHUNK) + 2
-
-
 # the gateway, in its own process -----------------------------------------------------------
 class Gateway:
     """The loopback SFAPI gateway run as ``python -m harvester_edge.localsite.sfapi_gateway``,
@@ -240,6 +239,17 @@ class Gateway:
             self.proc.wait()
 
 
+#: what each spied client method is reported as, from its arguments: ``SFAPIClient.poll``
+#: runs ``_query(ids, accounting)`` once for squeue and once for sacct
+SPY_KEYS: dict[str, Callable[[tuple[Any, ...], dict[str, Any]], str]] = {
+    "_query": lambda args, kwargs: (
+        "poll.sacct" if (args[1] if len(args) > 1 else kwargs["accounting"]) else "poll.squeue"
+    ),
+}
+#: the client methods whose calls ``client_calls`` reports
+POLL = ["poll", "_query"]
+
+
 class ClientSpy:
     """Where a measured call's wall time goes: the shared client's calls, timed (diagnostics
     only; wrapping adds microseconds).  For calls that never overlap (``with_requests``) the
@@ -266,6 +276,7 @@ class ClientSpy:
 
     def _wrap(self, name: str, method: Callable[..., Any], count: bool) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
+            key = SPY_KEYS[name](args, kwargs) if name in SPY_KEYS else name
             before = self.gw.counters() if count else None
             start = time.perf_counter()
             try:
@@ -274,9 +285,9 @@ class ClientSpy:
                 wall = time.perf_counter() - start
                 delta = self.gw.counters() - before if before is not None else None
                 with self._lock:
-                    self._walls.setdefault(name, []).append(wall)
+                    self._walls.setdefault(key, []).append(wall)
                     if delta is not None:
-                        self._requests.setdefault(name, Counter()).update(delta)
+                        self._requests.setdefault(key, Counter()).update(delta)
 
         return timed
 
@@ -296,8 +307,9 @@ class ClientSpy:
 
 # the bench ---------------------------------------------------------------------------------
 class Bench:
-    def __init__(self, root: Path, quick: bool, real_10000: bool = False):
+    def __init__(self, root: Path, quick: bool, real_10000: bool = False, chunk: int = CHUNK):
         self.root = root
+        self.chunk = chunk
         self.quick = quick
         self.real_10000 = real_10000
         self.slurm = LocalSlurm(default_slurm_conf())
@@ -313,7 +325,7 @@ class Bench:
             "templateFile": str(root / "template.sh"),
             "remoteWorkDir": str(root / "work" / "${workerID}"),
             "accessPoint": str(root / "ap" / "${workerID}"),
-            "chunkSize": CHUNK, "submitConcurrency": 16, "readTimeout": 60, "callDeadline": 120,
+            "chunkSize": chunk, "submitConcurrency": 16, "readTimeout": 60, "callDeadline": 120,
         }  # fmt: skip
         self.rows: dict[str, dict[str, Any]] = {}
         self.checks: dict[str, bool] = {}
@@ -399,6 +411,10 @@ class Bench:
         return {"jobs_cancelled": len(ids), "scancel_calls_with_messages": failed}
 
     # measuring -------------------------------------------------------------------------
+    def budget(self, n: int) -> int:
+        """Requests allowed for ``n`` workers: one per chunk, plus two."""
+        return math.ceil(n / self.chunk) + 2
+
     def measure(self, call: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
         gc.collect()
         self.gw.reset_counters()
@@ -430,7 +446,7 @@ class Bench:
         conf = conf or self.conf
         spy = ClientSpy(self.gw)
         client = SFAPIMonitor(**conf).edge_client()
-        with spy.watch(client, ["poll", "find", "read_texts"], with_requests=["read_texts"]):
+        with spy.watch(client, [*POLL, "find", "read_texts"], with_requests=["read_texts"]):
             result, fig = self.measure(lambda: SFAPIMonitor(**conf).check_workers(workers))
         fig["client_calls"] = spy.summary()
         return result, fig
@@ -462,10 +478,8 @@ class Bench:
         statuses = Counter(a[0] or "None" for a in answers)
         fig.update(n=len(workers), statuses=dict(statuses))
         self.rows["monitor_1000"] = fig
-        row, n = "monitor_1000", len(workers)
-        self.target(
-            row, "requests", fig["requests"], f"<= {budget(n)}", fig["requests"] <= budget(n)
-        )
+        row, limit = "monitor_1000", self.budget(len(workers))
+        self.target(row, "requests", fig["requests"], f"<= {limit}", fig["requests"] <= limit)
         tokens = fig["requests_by_key"].get("token", 0)
         self.target(row, "no_token", tokens, "== 0", tokens == 0)
         self.target(row, "all_submitted", dict(statuses), "all 'submitted'",
@@ -492,10 +506,11 @@ class Bench:
         )
         fig.update(n=len(workers), real_jobs=len(held), unknown_ids=len(workers) - len(held),
                    statuses=dict(statuses), unknown_kept_submitted=unknown_kept,
-                   request_budget_info=budget(len(workers)))  # fmt: skip
+                   request_budget_info=self.budget(len(workers)))  # fmt: skip
         # not targets: how the wall moves with the queue's knobs (same workers, warm client)
         variants = {}
-        for name, change in (("chunkSize=500", {"chunkSize": 500}),
+        other = 200 if self.chunk == 500 else 500
+        for name, change in ((f"chunkSize={other}", {"chunkSize": other}),
                              ("queryConcurrency=8", {"queryConcurrency": 8})):  # fmt: skip
             conf = {**self.conf, **change}
             self.warm(conf)
@@ -543,7 +558,7 @@ class Bench:
             statuses=dict(Counter(a[0] or "None" for a in first)),
             diagnoses_with_pilot_summary=summarised, sample_diag=first[0][1][:160],
             pilots_remembered_read=remembered_read, pilots_remembered_none=remembered_none,
-            request_budget=budget(n),
+            request_budget=self.budget(n),
         )  # fmt: skip
         again.update(
             statuses=dict(Counter(a[0] or "None" for a in second)),
@@ -552,8 +567,8 @@ class Bench:
         fig["second_check"] = again
         self.rows[row] = fig
         self.target(row, "wall", fig["wall_s"], "< 2 s", fig["wall_s"] < 2.0)
-        self.target(row, "requests", fig["requests"], f"<= {budget(n)}",
-                    fig["requests"] <= budget(n))  # fmt: skip
+        self.target(row, "requests", fig["requests"], f"<= {self.budget(n)}",
+                    fig["requests"] <= self.budget(n))  # fmt: skip
         self.target(row, "all_final", fig["statuses"], "all final",
                     set(fig["statuses"]) <= final)  # fmt: skip
         self.target(row, "summaries_used", summarised, f"== {len(with_summary)}",
@@ -623,7 +638,7 @@ class Bench:
         spy = ClientSpy(self.gw)
         self.gw.knobs(latency=LATENCY)
         try:
-            with spy.watch(client, ["cancel", "poll", "find"], with_requests=["cancel"]):
+            with spy.watch(client, ["cancel", *POLL, "find"], with_requests=["cancel"]):
                 results, fig = self.measure(lambda: SFAPISweeper(**self.conf).kill_workers(workers))
         finally:
             self.gw.knobs(latency=0)
@@ -636,11 +651,11 @@ class Bench:
                    cancel_wall_s=cancel_wall, cancel_requests=cancel_requests,
                    confirm_wall_s=round(fig["wall_s"] - cancel_wall, 3),
                    confirm_requests=fig["requests"] - cancel_requests,
-                   request_budget=budget(n), sample_result=list(results[0]))  # fmt: skip
+                   request_budget=self.budget(n), sample_result=list(results[0]))  # fmt: skip
         self.rows[row] = fig
         self.target(row, "cancel_wall", cancel_wall, "< 1 s", cancel_wall < 1.0)
-        self.target(row, "cancel_requests", cancel_requests, f"<= {budget(n)}",
-                    cancel_requests <= budget(n))  # fmt: skip
+        self.target(row, "cancel_requests", cancel_requests, f"<= {self.budget(n)}",
+                    cancel_requests <= self.budget(n))  # fmt: skip
         self.target(row, "all_killed", killed, f"== {n}", killed == n)
 
     def row_submit_200(self) -> None:
@@ -743,6 +758,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="monitor_10000 row: 10,000 held jobs (9,000 more sbatch, about a minute or two) "
         "instead of 1,000 held jobs and 9,000 unknown job ids",
     )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=CHUNK,
+        help=f"the queues' chunkSize (default {CHUNK}, as the earlier figures; the plugins' "
+        "default is 500)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -759,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": "Slurm is not reachable (SLURM_CONF?)"}))
         return 1
     root = Path(tempfile.mkdtemp(prefix="hedge-bench-"))
-    bench = Bench(root, args.quick, args.real_10000)
+    bench = Bench(root, args.quick, args.real_10000, args.chunk_size)
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
     errors: dict[str, str] = {}
@@ -787,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, Any] = {
         "meta": {
             "rows": args.rows, "quick": args.quick, "real_10000": args.real_10000,
-            "chunk_size": CHUNK,
+            "chunk_size": bench.chunk,
             "query_concurrency": 4, "latency_rows_s": LATENCY, "cpus": os.cpu_count(),
             "gateway": "separate process (python -m harvester_edge.localsite.sfapi_gateway)",
             "cpu_method": "time.process_time of this process (plugins + client, all threads)",
