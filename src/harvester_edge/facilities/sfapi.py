@@ -84,7 +84,7 @@ class SFAPISettings:
     #: job ids per ``scancel`` command
     cancel_chunk: int = 500
     #: files per ``cat`` command
-    cat_chunk: int = 200
+    cat_chunk: int = 500
     #: up to this many task handles are read one by one (``GET /tasks/{id}``), more with
     #: one ``GET /tasks`` (the whole list: the real API has no filter)
     task_reads_max: int = 2
@@ -1106,6 +1106,6 @@ def settings_from_config(cfg: Any) -> SFAPISettings:
         ),
         refusal_backoff=cfg.authRefusalBackoffSeconds,
         cancel_chunk=min(cfg.chunkSize, 500),
-        cat_chunk=min(cfg.chunkSize, 200),
+        cat_chunk=min(cfg.chunkSize, 500),
         command_wait=min(cfg.callDeadline, 10.0),
     )
