@@ -313,13 +313,19 @@ def cat_site(files: dict[str, str], prefix: str = "/bin/cat") -> CommandSite:
 
 
 @respx.mock
-def test_read_texts_500_paths_in_three_cats_and_one_task_read(client: SFAPIClient) -> None:
+@pytest.mark.parametrize("cat_chunk, cats", [(500, 1), (200, 3)])
+def test_read_texts_500_paths_in_one_cat_per_chunk_and_one_task_read(
+    key: Path, cat_chunk: int, cats: int
+) -> None:
+    client = SFAPIClient(make_settings(key, cat_chunk=cat_chunk))
     tokens()
     paths = [f"/pscratch/w/{i}/worker-summary.json" for i in range(500)]
     files = {p: summary(i) for i, p in enumerate(paths) if i % 7}
     site = cat_site(files).mount()
     texts = client.read_texts(paths)
-    assert len(site.commands) == 3 and api_calls() == 4 <= math.ceil(500 / 200) + 2
+    client.close()
+    assert len(site.commands) == cats and api_calls() == cats + 1
+    assert api_calls() <= math.ceil(500 / cat_chunk) + 2
     assert set(texts) == set(paths)
     for i, p in enumerate(paths):
         if i % 7:

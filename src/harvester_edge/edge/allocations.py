@@ -61,15 +61,9 @@ class AllocationBook:
             return len(live), len(fresh - live)
 
     def count(self, prefix: str, now: float | None = None) -> int | None:
-        now = time.time() if now is None else now
-        with self._lock:
-            if prefix not in self._known:
-                return None
-            live = {
-                t for t, seen in self._live.get(prefix, {}).items() if now - seen < self.max_age
-            }
-            fresh = {t for t, at in self._fresh.get(prefix, {}).items() if now - at < self.max_age}
-            return len(live | fresh)
+        """All live allocations of a queue (seen and just submitted), or None if unknown."""
+        counts = self.counts(prefix, now)
+        return None if counts is None else sum(counts)
 
     def seed(self, prefix: str, tags: list[str], now: float | None = None) -> None:
         """Start a queue's count from the facility's own list (first use after a restart)."""
