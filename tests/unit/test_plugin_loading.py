@@ -40,9 +40,10 @@ def test_example_queue_config_loads_every_edge_plugin(no_network):
             if queue[section]["module"].startswith("harvester_edge."):
                 plugin = load_like_harvester(queue_name, queue, section)
                 assert plugin.queueName == queue_name
-                assert plugin.edge_options.machine == "perlmutter"
+                if queue[section]["module"] == "harvester_edge.plugins.sfapi":
+                    assert plugin.edge_options.machine == "perlmutter"
                 loaded += 1
-    assert loaded == 3
+    assert loaded == 3 * sum(1 for q in config.values() if isinstance(q, dict))
     submitter = load_like_harvester(*next(iter(config.items())), "submitter")
     assert callable(submitter.submit_workers)
     monitor = load_like_harvester(*next(iter(config.items())), "monitor")

@@ -16,12 +16,15 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
 from typing import Any
 
 MACHINE_STATES = ("active", "degraded", "unavailable", "other")
 ERROR_CODES = (500, 502, 503)
 #: Statuses of ``error_after_submit``: what a proxy or server answers when it fails late.
 AFTER_SUBMIT_CODES = (500, 502, 503, 504)
+#: Resource states of OLCF S3M's status API (``resource_status``).
+S3M_STATES = ("OPERATIONAL", "DEGRADED", "UNAVAILABLE", "UNKNOWN")
 
 
 def _nonneg(name: str, value: Any) -> float:
@@ -51,17 +54,85 @@ def _string_list(name: str, value: Any) -> list[str]:
     raise ValueError(f"{name} must be a list of strings")
 
 
+def _epoch(name: str, value: Any) -> float:
+    """A time as UNIX seconds: a number, or ISO 8601 text (``...Z`` or with an offset)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a UNIX time or an ISO 8601 date")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{name} must be a UNIX time or an ISO 8601 date") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when.timestamp()
+    raise ValueError(f"{name} must be a UNIX time or an ISO 8601 date")
+
+
+def _downtimes(value: Any) -> list[dict[str, Any]]:
+    """Validate ``downtimes``: ``[{"start", "end", "resource"?, "description"?}]``."""
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise ValueError("downtimes must be a list of {start, end, resource, description}")
+    out: list[dict[str, Any]] = []
+    for item in value:
+        if not isinstance(item, dict) or not {"start", "end"} <= set(item):
+            raise ValueError("each downtime needs at least start and end")
+        unknown = set(item) - {"start", "end", "resource", "description"}
+        if unknown:
+            raise ValueError(f"unknown downtime field(s): {', '.join(sorted(unknown))}")
+        start, end = _epoch("downtime start", item["start"]), _epoch("downtime end", item["end"])
+        if end <= start:
+            raise ValueError("a downtime must end after it starts")
+        resource = item.get("resource")
+        if resource is not None and not isinstance(resource, str):
+            raise ValueError("downtime resource must be a resource name or null (all)")
+        description = item.get("description")
+        out.append(
+            {
+                "start": start,
+                "end": end,
+                "resource": resource,
+                "description": "scheduled maintenance" if description is None else str(description),
+            }
+        )
+    return out
+
+
+def _resource_status(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ValueError("resource_status must map resource names to a status")
+    bad = {v for v in value.values() if v not in S3M_STATES}
+    if bad:
+        raise ValueError(f"resource_status values must be one of {', '.join(S3M_STATES)}")
+    return dict(value)
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Validate one knob value; raises ValueError/TypeError with the knob's name."""
     if name in ("latency", "task_delay", "post_timeout", "token_lifetime"):
         return _nonneg(name, value)
-    if name in ("error_rate", "error_after_submit"):
+    if name in ("error_rate", "error_after_submit", "drop_rate", "drop_after_submit"):
         rate = float(value)
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"{name} must be between 0 and 1")
         return rate
-    if name in ("hang", "error_on_token", "maintenance"):
+    if name in ("hang", "error_on_token", "maintenance", "error_in_detail"):
         return _boolean(name, value)
+    if name == "downtimes":
+        return _downtimes(value)
+    if name == "resource_status":
+        return _resource_status(value)
+    if name == "refuse_submit":
+        number = int(value)
+        if number < 0:
+            raise ValueError("refuse_submit must be a Slurm error number (0 = off)")
+        return number
     if name in ("error_paths", "status_notes"):
         return _string_list(name, value)
     if name == "seed":
@@ -110,6 +181,23 @@ class Knobs:
         ``/status/outages/planned``) while its status may still read ``active``.
     :ivar token_lifetime: seconds an issued access token is valid.
     :ivar expired_token_status: HTTP status for a missing/bad/expired token (NERSC: 403).
+
+    Added for the S3M gateway (the SFAPI gateway ignores them):
+
+    :ivar drop_rate: fraction of API requests whose connection is closed without any answer,
+        before anything is done (own seeded generator).
+    :ivar drop_after_submit: fraction of accepted job submits whose connection is closed
+        without an answer *after* the job was created (own seeded generator); drawn after
+        ``error_after_submit``.
+    :ivar downtimes: planned downtimes ``[{"start", "end", "resource", "description"}]``
+        (times as UNIX seconds or ISO 8601; ``resource`` null = every resource); one under
+        way makes its resource UNAVAILABLE.
+    :ivar resource_status: per-resource S3M status (``OPERATIONAL``, ``DEGRADED``,
+        ``UNAVAILABLE``, ``UNKNOWN``) overriding the one derived from ``machine_status``.
+    :ivar error_in_detail: the gateway's own errors carry their JSON as text inside a
+        ``detail`` field (as seen when S3M errors are relayed), not as the body itself.
+    :ivar refuse_submit: a Slurm error number (e.g. 2050, the QOS submit limit) with which
+        every job submit is refused before sbatch runs; 0 = off.
     """
 
     latency: float = 0.0
@@ -127,14 +215,26 @@ class Knobs:
     maintenance: bool = False
     token_lifetime: float = 600.0
     expired_token_status: int = 403
+    drop_rate: float = 0.0
+    drop_after_submit: float = 0.0
+    downtimes: list[dict[str, Any]] = field(default_factory=list)
+    resource_status: dict[str, str] = field(default_factory=dict)
+    error_in_detail: bool = False
+    refuse_submit: int = 0
     _cond: threading.Condition = field(init=False, repr=False, compare=False)
     _rng: random.Random = field(init=False, repr=False, compare=False)
     _after_rng: random.Random = field(init=False, repr=False, compare=False)
+    _drop_rng: random.Random = field(init=False, repr=False, compare=False)
+    _drop_after_rng: random.Random = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_cond", threading.Condition(threading.RLock()))
         object.__setattr__(self, "_rng", random.Random(self.seed))
         object.__setattr__(self, "_after_rng", random.Random(_after_seed(self.seed)))
+        object.__setattr__(self, "_drop_rng", random.Random(_derived_seed("drop", self.seed)))
+        object.__setattr__(
+            self, "_drop_after_rng", random.Random(_derived_seed("drop-after", self.seed))
+        )
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):
@@ -150,6 +250,8 @@ class Knobs:
             if name == "seed":
                 self._rng.seed(value)
                 self._after_rng.seed(_after_seed(value))
+                self._drop_rng.seed(_derived_seed("drop", value))
+                self._drop_after_rng.seed(_derived_seed("drop-after", value))
             cond.notify_all()
 
     # ------------------------------------------------------------------ public API
@@ -171,6 +273,8 @@ class Knobs:
             out = {name: getattr(self, name) for name in self.names()}
         out["error_paths"] = list(out["error_paths"])
         out["status_notes"] = list(out["status_notes"])
+        out["downtimes"] = [dict(d) for d in out["downtimes"]]
+        out["resource_status"] = dict(out["resource_status"])
         return out
 
     def draw_error(self, path: str, relative_path: str, is_token: bool) -> int | None:
@@ -199,6 +303,24 @@ class Knobs:
                 return None
             return self._after_rng.choice(AFTER_SUBMIT_CODES)
 
+    def draw_drop(self) -> bool:
+        """Decide whether this request's connection is closed without an answer."""
+        with self._cond:
+            return self.drop_rate > 0 and self._drop_rng.random() < self.drop_rate
+
+    def draw_drop_after_submit(self) -> bool:
+        """Decide whether an accepted submit's connection is closed after the job exists."""
+        with self._cond:
+            return (
+                self.drop_after_submit > 0
+                and self._drop_after_rng.random() < self.drop_after_submit
+            )
+
+    def downtimes_of(self, resource: str) -> list[dict[str, Any]]:
+        """The downtimes that apply to ``resource`` (its own and the facility-wide ones)."""
+        with self._cond:
+            return [dict(d) for d in self.downtimes if d["resource"] in (None, resource)]
+
     def wait_while_hung(self, stop: threading.Event, poll: float = 0.2) -> bool:
         """Block while ``hang`` is set; False when ``stop`` was set meanwhile (do not answer)."""
         with self._cond:
@@ -225,3 +347,8 @@ class Knobs:
 def _after_seed(seed: int | None) -> str | None:
     """Seed of the ``error_after_submit`` generator: derived from ``seed``, distinct from it."""
     return None if seed is None else f"after-submit:{seed}"
+
+
+def _derived_seed(kind: str, seed: int | None) -> str | None:
+    """Seed of another generator (``drop_rate``...): derived from ``seed``, distinct from it."""
+    return None if seed is None else f"{kind}:{seed}"
