@@ -2,8 +2,11 @@
 
 The facility clients call ``HttpxTransport.request``; it turns every httpx failure into our
 ``EdgeNetworkError``/``EdgeAPIError``/``EdgeAuthError`` and applies the ``RetryPolicy``.
-Bodies are form fields (``data=``) or JSON (``json=``); ``headers=`` adds request headers
-(an ``Idempotency-Key``, ...).
+Bodies are form fields (``data=``), JSON (``json=``) or bytes the caller encoded
+(``content=``: the same bytes on every attempt, e.g. IRI's canonical JSON under an
+``Idempotency-Key``); ``headers=`` adds request headers.  ``with_response=True`` answers a
+``Reply`` (status, headers, decoded body) instead of the body alone, for a caller that reads
+an answer's headers (IRI's ``Idempotency-Key-Reply``).
 
 Authentication is an ``Auth`` (``facilities/auth.py``): the transport asks it for headers
 before each authenticated attempt and sends them through one plain ``httpx.Client`` (no
@@ -42,7 +45,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from json import loads as json_loads
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import httpx
 
@@ -61,6 +64,15 @@ Forbidden = Literal["auth", "either", "resource"]
 #: statuses answered as a transient ``StatusError``
 TRANSIENT_STATUSES = frozenset({409, 429})
 MASK = "***"
+
+
+class Reply(NamedTuple):
+    """One successful answer in full (``request(..., with_response=True)``): the HTTP status,
+    the response headers (case-insensitive) and the decoded JSON body (None when empty)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: Any
 
 
 class StatusError(EdgeAPIError):
@@ -181,22 +193,26 @@ class HttpxTransport:
         params: Any = None,
         data: Mapping[str, Any] | None = None,
         json: Any = None,
+        content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
         authenticated: bool = True,
         forbidden: Forbidden = "auth",
+        with_response: bool = False,
     ) -> Any:
         """Send one logical request (with retries) and return the decoded JSON answer (None
-        for an empty one).  ``data`` is sent form-encoded, ``json`` as JSON (not both);
-        ``headers`` are added to this request (the auth's headers win over them).  A request
-        carrying an idempotency key may pass ``idempotent=True``."""
-        if data is not None and json is not None:
-            raise ValueError("a request has a form body or a JSON body, not both")
+        for an empty one), or with ``with_response`` a ``Reply``.  ``data`` is sent
+        form-encoded, ``json`` as JSON, ``content`` as the given bytes (one of them at most;
+        with ``content`` the caller sets the content type in ``headers``); ``headers`` are
+        added to this request (the auth's headers win over them).  A request carrying an
+        idempotency key may pass ``idempotent=True``."""
+        if sum(body is not None for body in (data, json, content)) > 1:
+            raise ValueError("a request has one body (form fields, JSON or bytes), not both")
         started = time.monotonic()
         deadline_at = started + self.policy.deadline
         call = _Call(
             method, path, params, data, json, dict(headers or {}), idempotent, authenticated,
-            forbidden, deadline_at,
+            forbidden, deadline_at, content, with_response,
         )  # fmt: skip
         return call_with_retry(
             lambda: self._send(call),
@@ -226,7 +242,7 @@ class HttpxTransport:
         try:
             response = self._http().request(
                 call.method, url, params=call.params, data=call.data, json=call.json,
-                headers=headers, timeout=timeout,
+                content=call.content, headers=headers, timeout=timeout,
             )  # fmt: skip
         except NOT_SENT as exc:
             raise EdgeNetworkError(
@@ -271,12 +287,13 @@ class HttpxTransport:
             raise EdgeAPIError(
                 f"{what}: HTTP {status}: {error_text(response, secrets=secrets)}", status=status
             )
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise EdgeAPIError(f"{what}: the answer is not JSON", status=status) from None
+        body = None
+        if response.content:
+            try:
+                body = response.json()
+            except ValueError:
+                raise EdgeAPIError(f"{what}: the answer is not JSON", status=status) from None
+        return Reply(status, response.headers, body) if call.with_response else body
 
 
 @dataclass(frozen=True)
@@ -294,6 +311,8 @@ class _Call:
     authenticated: bool
     forbidden: Forbidden
     deadline_at: float
+    content: bytes | None = field(default=None, repr=False)
+    with_response: bool = False
 
 
 def run_bounded(fn: Callable[[Any], Any], items: list[Any], workers: int) -> list[Any]:

@@ -16,12 +16,19 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 MACHINE_STATES = ("active", "degraded", "unavailable", "other")
 ERROR_CODES = (500, 502, 503)
 #: Statuses of ``error_after_submit``: what a proxy or server answers when it fails late.
 AFTER_SUBMIT_CODES = (500, 502, 503, 504)
+#: DOE IRI resource states (``current_status``) and incident vocabularies.
+IRI_STATES = ("up", "down", "degraded", "unknown")
+INCIDENT_TYPES = ("planned", "unplanned", "reservation")
+RESOLUTIONS = ("unresolved", "cancelled", "completed", "extended", "pending")
+#: IRI ``current_status`` derived from the SFAPI-style ``machine_status`` knob.
+_IRI_FROM_MACHINE = {"active": "up", "degraded": "degraded", "unavailable": "down"}
 
 
 def _nonneg(name: str, value: Any) -> float:
@@ -77,7 +84,89 @@ def _coerce(name: str, value: Any) -> Any:
         if not 400 <= status <= 599:
             raise ValueError("expired_token_status must be an HTTP error status")
         return status
+    return _coerce_iri(name, value)
+
+
+def _coerce_iri(name: str, value: Any) -> Any:
+    """Validate a knob of the IRI gateway (see ``Knobs``); ValueError for unknown names."""
+    if name in ("submit_delay", "idempotency_ttl", "idempotency_lock_ttl"):
+        return _nonneg(name, value)
+    if name in ("drop_rate", "drop_after_submit"):
+        rate = float(value)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{name} must be between 0 and 1")
+        return rate
+    if name == "resource_status":
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and v in IRI_STATES for k, v in value.items()
+        ):
+            raise ValueError(
+                f"resource_status must map resource names or ids to one of {', '.join(IRI_STATES)}"
+            )
+        return dict(value)
+    if name == "incidents":
+        if value is None:
+            return []
+        if not isinstance(value, list | tuple):
+            raise ValueError("incidents must be a list of objects")
+        now = datetime.now(timezone.utc)
+        return [_incident(i, item, now) for i, item in enumerate(value)]
     raise ValueError(f"unknown knob: {name}")
+
+
+#: ``last_modified`` is set when the knob is set (accepted so checking is idempotent).
+_INCIDENT_KEYS = frozenset(
+    {"id", "name", "description", "resources", "type", "status", "resolution", "start", "end"}
+    | {"last_modified"}
+)
+
+
+def _when(what: str, value: Any, now: datetime) -> str | None:
+    """An incident time: ISO 8601 text, or a number of seconds relative to ``now``."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (now + timedelta(seconds=float(value))).isoformat()
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"incident {what} must be ISO 8601 or seconds from now") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc).isoformat()
+    raise ValueError(f"incident {what} must be ISO 8601 or seconds from now")
+
+
+def _incident(index: int, item: Any, now: datetime) -> dict[str, Any]:
+    """One entry of the ``incidents`` knob, checked and with absolute times."""
+    if not isinstance(item, dict):
+        raise ValueError("each incident must be an object")
+    unknown = set(item) - _INCIDENT_KEYS
+    if unknown:
+        raise ValueError(f"unknown incident field(s): {', '.join(sorted(unknown))}")
+    checked: dict[str, Any] = {
+        "id": str(item["id"]) if item.get("id") else None,
+        "name": str(item.get("name") or f"incident {index + 1}"),
+        "description": None if item.get("description") is None else str(item["description"]),
+        "resources": _string_list("incident resources", item.get("resources")),
+        "type": item.get("type", "planned"),
+        "status": item.get("status", "down"),
+        "resolution": item.get("resolution", "pending"),
+        "start": _when("start", item.get("start", 0), now),
+        "end": _when("end", item.get("end"), now),
+        "last_modified": _when("last_modified", item.get("last_modified"), now) or now.isoformat(),
+    }
+    for key, allowed in (("type", INCIDENT_TYPES), ("status", IRI_STATES)):
+        if checked[key] not in allowed:
+            raise ValueError(f"incident {key} must be one of {', '.join(allowed)}")
+    if checked["resolution"] not in RESOLUTIONS:
+        raise ValueError(f"incident resolution must be one of {', '.join(RESOLUTIONS)}")
+    if checked["start"] is None:
+        raise ValueError("incident start must be set")
+    return checked
 
 
 @dataclass
@@ -110,6 +199,27 @@ class Knobs:
         ``/status/outages/planned``) while its status may still read ``active``.
     :ivar token_lifetime: seconds an issued access token is valid.
     :ivar expired_token_status: HTTP status for a missing/bad/expired token (NERSC: 403).
+
+    Knobs of the DOE IRI gateway (``iri_gateway``; the SFAPI gateway ignores them):
+
+    :ivar resource_status: ``{resource name or id: "up"|"down"|"degraded"|"unknown"}``; a
+        resource not listed reads ``machine_status`` mapped to IRI words (active -> up,
+        degraded -> degraded, unavailable -> down, other -> unknown).  A ``down`` resource
+        answers its compute routes with 503.
+    :ivar incidents: incidents listed by ``/status/incidents``: objects with ``name``,
+        ``description``, ``resources`` (names or ids; empty = every resource), ``type``
+        (planned|unplanned|reservation, default planned), ``status`` (default down),
+        ``resolution`` (default pending), ``start`` and ``end`` (ISO 8601, or seconds from
+        the moment the knob is set: ``{"start": 3600, "end": 7200}`` is a maintenance in an
+        hour; ``end`` may be null), optional ``id``.
+    :ivar submit_delay: seconds a job submit waits before running sbatch (a slow scheduler:
+        the request is in flight, so a duplicate with the same ``Idempotency-Key`` gets 409).
+    :ivar drop_rate: fraction of API requests whose connection is closed with no answer
+        before anything is done (filtered by ``error_paths``; its own seeded generator).
+    :ivar drop_after_submit: fraction of accepted submits that create the job, record the
+        idempotent reply, then close the connection with no answer (the lost reply).
+    :ivar idempotency_ttl: seconds an ``Idempotency-Key`` reply is kept (IRI: 24 h).
+    :ivar idempotency_lock_ttl: seconds an in-flight key stays locked at most (IRI: 60).
     """
 
     latency: float = 0.0
@@ -127,14 +237,30 @@ class Knobs:
     maintenance: bool = False
     token_lifetime: float = 600.0
     expired_token_status: int = 403
+    resource_status: dict[str, str] = field(default_factory=dict)
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    submit_delay: float = 0.0
+    drop_rate: float = 0.0
+    drop_after_submit: float = 0.0
+    idempotency_ttl: float = 86400.0
+    idempotency_lock_ttl: float = 60.0
     _cond: threading.Condition = field(init=False, repr=False, compare=False)
     _rng: random.Random = field(init=False, repr=False, compare=False)
     _after_rng: random.Random = field(init=False, repr=False, compare=False)
+    _drop_rng: random.Random = field(init=False, repr=False, compare=False)
+    _drop_after_rng: random.Random = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_cond", threading.Condition(threading.RLock()))
         object.__setattr__(self, "_rng", random.Random(self.seed))
         object.__setattr__(self, "_after_rng", random.Random(_after_seed(self.seed)))
+        object.__setattr__(self, "_drop_rng", random.Random(_derived_seed("drop", self.seed)))
+        object.__setattr__(
+            self, "_drop_after_rng", random.Random(_derived_seed("drop-after", self.seed))
+        )
+        # dataclass __init__ set these before _cond existed, so unchecked: check them now
+        for name in ("resource_status", "incidents"):
+            object.__setattr__(self, name, _coerce(name, getattr(self, name)))
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):
@@ -150,6 +276,8 @@ class Knobs:
             if name == "seed":
                 self._rng.seed(value)
                 self._after_rng.seed(_after_seed(value))
+                self._drop_rng.seed(_derived_seed("drop", value))
+                self._drop_after_rng.seed(_derived_seed("drop-after", value))
             cond.notify_all()
 
     # ------------------------------------------------------------------ public API
@@ -171,6 +299,8 @@ class Knobs:
             out = {name: getattr(self, name) for name in self.names()}
         out["error_paths"] = list(out["error_paths"])
         out["status_notes"] = list(out["status_notes"])
+        out["resource_status"] = dict(out["resource_status"])
+        out["incidents"] = [dict(i, resources=list(i["resources"])) for i in out["incidents"]]
         return out
 
     def draw_error(self, path: str, relative_path: str, is_token: bool) -> int | None:
@@ -220,6 +350,38 @@ class Knobs:
             "degraded": "System Degraded",
             "unavailable": "System Unavailable",
         }.get(self.machine_status, "System status unknown")
+
+    # ------------------------------------------------------------------ IRI gateway
+    def iri_status(self, *keys: str) -> str:
+        """``current_status`` of a resource known by any of ``keys`` (its name, its id)."""
+        with self._cond:
+            for key in keys:
+                if key in self.resource_status:
+                    return self.resource_status[key]
+            return _IRI_FROM_MACHINE.get(self.machine_status, "unknown")
+
+    def draw_drop(self, path: str, relative_path: str) -> bool:
+        """Decide whether this request is dropped unanswered (``drop_rate``, ``error_paths``)."""
+        with self._cond:
+            if self.drop_rate <= 0:
+                return False
+            if self.error_paths and not any(
+                path.startswith(p) or relative_path.startswith(p) for p in self.error_paths
+            ):
+                return False
+            return self._drop_rng.random() < self.drop_rate
+
+    def draw_drop_after_submit(self) -> bool:
+        """Decide whether an accepted submit loses its reply (``drop_after_submit``)."""
+        with self._cond:
+            if self.drop_after_submit <= 0:
+                return False
+            return self._drop_after_rng.random() < self.drop_after_submit
+
+
+def _derived_seed(kind: str, seed: int | None) -> str | None:
+    """Seed of a further generator: derived from ``seed``, distinct from it and the others."""
+    return None if seed is None else f"{kind}:{seed}"
 
 
 def _after_seed(seed: int | None) -> str | None:

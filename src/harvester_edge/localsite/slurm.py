@@ -32,6 +32,9 @@ _JOBREF_RE = re.compile(r"^[0-9]{1,12}(?:_[0-9]{1,10}|\+[0-9]{1,4})?$")
 # A leading letter/digit/underscore: nothing can ever look like an option.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,199}$")
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+#: One sbatch long option as ``LocalSlurm.submit`` takes it: ``--name`` or ``--name=value``,
+#: the value without control characters (no line can be smuggled into the request).
+_OPTION_RE = re.compile(r"^--[a-z][a-z0-9-]*(=[^\x00-\x1f\x7f]*)?\Z")
 
 # (row key, squeue format code): keys follow the SFAPI squeue output model.
 SQUEUE_FIELDS: tuple[tuple[str, str], ...] = (
@@ -205,6 +208,32 @@ class LocalSlurm:
             return None, "script arguments need a script file"
         try:
             proc = self._run(argv, stdin=script_text if script_path is None else None, cwd=cwd)
+        except SlurmError as exc:
+            return None, str(exc)
+        if proc.returncode != 0:
+            return None, self._message(proc)
+        first = (proc.stdout or "").strip().splitlines()
+        jobid = first[0].split(";", 1)[0].strip() if first else ""
+        if not _JOBID_RE.match(jobid):
+            return None, f"unexpected sbatch output: {jobid[:80]!r}"
+        return jobid, None
+
+    def submit(
+        self, script_text: str, cwd: str | os.PathLike[str], options: Sequence[str] = ()
+    ) -> tuple[str | None, str | None]:
+        """``sbatch --parsable OPTION... < script``: ``(job_id, None)`` or ``(None, message)``.
+
+        Each option is one ``--long-name[=value]`` argument (a value can never become an
+        option of its own); the script goes in on stdin.  Options sbatch refuses come back as
+        its message, like any other refusal.
+        """
+        bad = [o for o in options if not _OPTION_RE.match(o)]
+        if bad:
+            return None, f"refused sbatch option(s): {', '.join(repr(b[:40]) for b in bad[:5])}"
+        if not script_text:
+            return None, "empty batch script"
+        try:
+            proc = self._run(["sbatch", "--parsable", *options], stdin=script_text, cwd=cwd)
         except SlurmError as exc:
             return None, str(exc)
         if proc.returncode != 0:
