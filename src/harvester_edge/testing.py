@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from .edge import lifecycle
 from .edge.jobs import JobRecord, Resolution, SubmitReceipt
 from .edge.spec import JobSpec
-from .errors import EdgeAPIError, EdgeAuthError, EdgeNetworkError
+from .errors import EdgeAPIError, EdgeAuthError, EdgeConfigError, EdgeNetworkError
 from .facilities.base import (
     CancelOutcome,
     Capabilities,
@@ -61,6 +61,7 @@ FAULTS = {
     "busy_429": "429 before anything was done",
     "hang": "the call blocks for ``hang_seconds`` then times out",
     "created_then_reset": "the job is created, then the connection is reset (not silent)",
+    "unencodable": "the spec cannot be put in the service's wire format (EdgeConfigError)",
 }
 
 
@@ -191,6 +192,8 @@ class FakeFacility(FacilityClient):
         if fault == "hang":
             time.sleep(self.hang_seconds)
             raise EdgeNetworkError(f"{what}: no answer in time (ReadTimeout)", maybe_sent=True)
+        if fault == "unencodable":
+            raise EdgeConfigError(f"{what}: the job header cannot be read")
         if fault == "created_then_reset":
             raise EdgeNetworkError(
                 f"{what}: connection failed (ReadError)", maybe_sent=True, silent=False

@@ -176,3 +176,12 @@ def test_float_worker_fields(family, tmp_path):
     assert re.search(r"--mem=['\"]?1844\b", job.script), job.script
     assert re.search(r"--time=['\"]?60\b", job.script), job.script
     assert f"--job-name={tag_of(ws)}" in job.script
+
+
+def test_a_spec_the_service_cannot_encode_fails_only_that_worker(family):
+    sub, _, _ = family.plugins(submitConcurrency=1)
+    bad, good = family.workspec(251), family.workspec(252)
+    family.facility.script("submit", "unencodable")
+    (ok_bad, why), (ok_good, _) = submit(sub, [bad, good])
+    assert ok_bad is False and "cannot encode" in why and "header" in why, why
+    assert ok_good is True

@@ -194,14 +194,16 @@ def test_cancelled_job_still_writes_records_and_summary(tmp_path: Path) -> None:
     make_fake_cvmfs(tmp_path / "cvmfs")
     info = worker(tmp_path)
     job_id = submit(render_batch_script(config(tmp_path), info), tmp_path, {"STUB_SLEEP": "60"})
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a loaded 2-core machine starts 4 pilots slowly
     while len(pilot_envs(Path(info.work_dir))) < 4 and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert len(pilot_envs(Path(info.work_dir))) == 4, "the pilots never all started"
     subprocess.run(["scancel", job_id], env=slurm_env(), check=True, timeout=30)
     state, _ = wait_job(job_id)
     assert state == "CANCELLED"
     summary_file = Path(info.work_dir) / SUMMARY_FILE
-    while not summary_file.exists() and time.monotonic() < deadline + 15:
+    deadline = time.monotonic() + 30
+    while not summary_file.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     summary = parse_summary(summary_file.read_text())
     assert (summary.n_pilots, summary.n_failed) == (4, 4)

@@ -1,6 +1,6 @@
 """How a transport authenticates its requests: one small protocol, three kinds of credential.
 
-``HttpxTransport`` asks its ``Auth`` for the headers of each attempt and tells it when the
+``Transport`` asks its ``Auth`` for the headers of each attempt and tells it when the
 service refused them; the auth decides what a refusal means for the credential.
 
 - ``IrisCredential`` (``facilities/sfapi.py``): OAuth2 client credentials with a
@@ -9,7 +9,9 @@ service refused them; the auth decides what a refusal means for the credential.
 - ``StaticTokenAuth``: a token made by a person (OLCF S3M's project access token, an IRI
   bearer token) read from a ``Secret`` reference at every request, sent in a configurable
   header, raw (``Authorization: <token>``, as S3M wants) or after a scheme
-  (``Authorization: Bearer <token>``).
+  (``Authorization: Bearer <token>``); with ``owner_only`` a token file that group or others
+  may read is refused, like the SFAPI key (S3M's ``ProjectToken`` in ``facilities/s3m.py``
+  adds the expiry read by introspection and a refusal back-off on top of it).
 - ``AuthorizerAuth``: anything shaped like a ``globus_sdk`` authorizer
   (``get_authorization_header()``, ``handle_missing_authorization()``), for Globus tokens.
 
@@ -22,7 +24,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
+import stat
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -65,6 +69,29 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9._~+/-]{0,31}$")
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: nothing a header cannot carry
 
 
+def secret_path(secret: SecretSource) -> str | None:
+    """The file behind a ``file:`` secret (its ``source`` reads ``file /path``), else None."""
+    kind, _, rest = secret.source.partition(" ")
+    return rest if kind == "file" and rest.startswith("/") else None
+
+
+def check_owner_only(path: str, what: str) -> None:
+    """Refuse a secret file that is missing or that group or others may use (stat only), as
+    the SFAPI key file is refused: ``EdgeAuthError`` naming the path and the ``chmod`` to run,
+    never anything of its content."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise EdgeAuthError(f"{what} file {path} does not exist") from None
+    except OSError as exc:
+        raise EdgeAuthError(f"{what} file {path} cannot be read ({exc.strerror})") from None
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise EdgeAuthError(
+            f"{what} file {path} has mode {mode:04o}; it must be 0600 (run: chmod 600 {path})"
+        )
+
+
 def fingerprint(value: str) -> str:
     """A short, one-way name for a secret (which token is in use, never the token)."""
     return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
@@ -91,12 +118,13 @@ class StaticTokenAuth:
 
     The secret is read at every request, so a token file replaced by a person or a
     credential manager is used from the next request on; after a refusal one more attempt
-    is made only when the secret now holds another token.
+    is made only when the secret now holds another token.  With ``owner_only`` a ``file:``
+    secret must be mode 0600 (stat-ed before each read; nothing is sent otherwise).
     """
 
     def __init__(
         self, secret: SecretSource, *, header: str = "Authorization", scheme: str = "",
-        kind: str = "static-token",
+        kind: str = "static-token", owner_only: bool = False,
     ):  # fmt: skip
         if not _HEADER_NAME.match(header):
             raise ValueError(f"not an HTTP header name: {header!r}")
@@ -106,12 +134,20 @@ class StaticTokenAuth:
         self.header = header
         self.scheme = scheme
         self.kind = kind
+        self.owner_only = owner_only
 
     def __repr__(self) -> str:
         shape = f"{self.scheme} <token>" if self.scheme else "<token>"
         return f"StaticTokenAuth({self.secret.source}, {self.header}: {shape})"
 
+    def token(self) -> str:
+        """The token now in the secret (checked: mode, characters).  Raises EdgeAuthError."""
+        return self._token()
+
     def _token(self) -> str:
+        path = secret_path(self.secret) if self.owner_only else None
+        if path is not None:
+            check_owner_only(path, self.kind)
         value = self.secret.reveal()
         if not _TOKEN.match(value):
             raise EdgeAuthError(

@@ -38,9 +38,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import re
-import stat
 import threading
 import time
 from collections import OrderedDict
@@ -123,11 +121,6 @@ class IRISettings:
     max_pages: int = 20
 
 
-def _token_file(secret: SecretSource) -> str | None:
-    kind, _, rest = secret.source.partition(" ")
-    return rest if kind == "file" and rest.startswith("/") else None
-
-
 class BearerToken:
     """An IRI bearer token (Globus at NERSC/ALCF, OLCF's at OLCF) as the transport's ``Auth``.
 
@@ -144,7 +137,9 @@ class BearerToken:
         clock: Callable[[], float] = time.monotonic,
     ):  # fmt: skip
         self.secret = secret
-        self._static = StaticTokenAuth(secret, scheme="Bearer", kind="IRI bearer token")
+        self._static = StaticTokenAuth(
+            secret, scheme="Bearer", kind="IRI bearer token", owner_only=True
+        )
         self._backoff = refusal_backoff
         self._clock = clock
         self._lock = threading.Lock()
@@ -153,22 +148,6 @@ class BearerToken:
 
     def __repr__(self) -> str:
         return f"BearerToken({self.secret.source})"
-
-    def _check_file(self) -> None:
-        path = _token_file(self.secret)
-        if path is None:
-            return
-        try:
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-        except FileNotFoundError:
-            raise EdgeAuthError(f"IRI token file {path} does not exist") from None
-        except OSError as exc:
-            raise EdgeAuthError(f"IRI token file {path} cannot be read ({exc.strerror})") from None
-        if mode & 0o077:
-            raise EdgeAuthError(
-                f"IRI token file {path} has mode {mode:04o}; it must be 0600 "
-                f"(run: chmod 600 {path})"
-            )
 
     @staticmethod
     def _fingerprint(sent: Mapping[str, str]) -> str:
@@ -190,18 +169,13 @@ class BearerToken:
 
     # the transport's Auth ---------------------------------------------------------------
     def headers(self) -> dict[str, str]:
-        self._check_file()
-        sent = self._static.headers()
+        sent = self._static.headers()  # owner_only: an open or missing file is refused
         why = self._refusal(self._fingerprint(sent))
         if why:
             raise EdgeAuthError(why)
         return sent
 
     def refresh(self, sent: Mapping[str, str]) -> bool:
-        try:
-            self._check_file()
-        except EdgeAuthError:
-            return False
         return self._static.refresh(sent)
 
     def refused(self, sent: Mapping[str, str], status: int) -> EdgeAuthError:
@@ -220,10 +194,6 @@ class BearerToken:
     def facts(self) -> CredentialFacts:
         """Kind, fingerprint, the JWT ``exp`` when the token is a JWT (Globus tokens are
         opaque: no expiry), and the problem: unreadable or open file, expired, refused."""
-        try:
-            self._check_file()
-        except EdgeAuthError as exc:
-            return CredentialFacts(kind=CREDENTIAL_KIND, problem=str(exc))
         facts = self._static.facts()
         problem = facts.problem
         if problem is None and facts.expires_at is not None and facts.expires_at <= time.time():

@@ -157,8 +157,9 @@ def slurm_record(
         state=state,
         name=name,
         cause=cause,
-        exit_code=exit_code,
-        signal=signal,
+        # a live job has no exit code yet (slurmctld reports 0 for it): only final ones do
+        exit_code=exit_code if state.is_final else None,
+        signal=signal if state.is_final else None,
         native=state_text.strip() or slurm.long_name,
         reason=reason if reason not in ("None", "(null)") else "",
         nodes=nodes if nodes not in ("None", "(null)") else "",

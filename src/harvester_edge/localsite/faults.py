@@ -29,6 +29,13 @@ INCIDENT_TYPES = ("planned", "unplanned", "reservation")
 RESOLUTIONS = ("unresolved", "cancelled", "completed", "extended", "pending")
 #: IRI ``current_status`` derived from the SFAPI-style ``machine_status`` knob.
 _IRI_FROM_MACHINE = {"active": "up", "degraded": "degraded", "unavailable": "down"}
+#: Resource states of OLCF S3M's status API (``resource_status``).
+S3M_STATES = ("OPERATIONAL", "DEGRADED", "UNAVAILABLE", "UNKNOWN")
+#: ``resource_status`` takes either gateway's words; each gateway reads the other's in its own.
+S3M_FROM_IRI = dict(
+    zip(IRI_STATES, ("OPERATIONAL", "UNAVAILABLE", "DEGRADED", "UNKNOWN"), strict=True)
+)
+IRI_FROM_S3M = {v: k for k, v in S3M_FROM_IRI.items()}
 
 
 def _nonneg(name: str, value: Any) -> float:
@@ -58,17 +65,89 @@ def _string_list(name: str, value: Any) -> list[str]:
     raise ValueError(f"{name} must be a list of strings")
 
 
+def _epoch(name: str, value: Any) -> float:
+    """A time as UNIX seconds: a number, or ISO 8601 text (``...Z`` or with an offset)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a UNIX time or an ISO 8601 date")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{name} must be a UNIX time or an ISO 8601 date") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when.timestamp()
+    raise ValueError(f"{name} must be a UNIX time or an ISO 8601 date")
+
+
+def _downtimes(value: Any) -> list[dict[str, Any]]:
+    """Validate ``downtimes``: ``[{"start", "end", "resource"?, "description"?}]``."""
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise ValueError("downtimes must be a list of {start, end, resource, description}")
+    out: list[dict[str, Any]] = []
+    for item in value:
+        if not isinstance(item, dict) or not {"start", "end"} <= set(item):
+            raise ValueError("each downtime needs at least start and end")
+        unknown = set(item) - {"start", "end", "resource", "description"}
+        if unknown:
+            raise ValueError(f"unknown downtime field(s): {', '.join(sorted(unknown))}")
+        start, end = _epoch("downtime start", item["start"]), _epoch("downtime end", item["end"])
+        if end <= start:
+            raise ValueError("a downtime must end after it starts")
+        resource = item.get("resource")
+        if resource is not None and not isinstance(resource, str):
+            raise ValueError("downtime resource must be a resource name or null (all)")
+        description = item.get("description")
+        out.append(
+            {
+                "start": start,
+                "end": end,
+                "resource": resource,
+                "description": "scheduled maintenance" if description is None else str(description),
+            }
+        )
+    return out
+
+
+def _resource_status(value: Any) -> dict[str, str]:
+    """Validate ``resource_status``: names (or IRI ids) to an S3M or an IRI status word."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ValueError("resource_status must map resource names or ids to a status")
+    bad = {v for v in value.values() if v not in S3M_STATES and v not in IRI_STATES}
+    if bad:
+        raise ValueError(
+            f"resource_status values must be one of {', '.join(S3M_STATES)} (S3M) "
+            f"or {', '.join(IRI_STATES)} (IRI)"
+        )
+    return dict(value)
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Validate one knob value; raises ValueError/TypeError with the knob's name."""
     if name in ("latency", "task_delay", "post_timeout", "token_lifetime"):
         return _nonneg(name, value)
-    if name in ("error_rate", "error_after_submit"):
+    if name in ("error_rate", "error_after_submit", "drop_rate", "drop_after_submit"):
         rate = float(value)
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"{name} must be between 0 and 1")
         return rate
-    if name in ("hang", "error_on_token", "maintenance"):
+    if name in ("hang", "error_on_token", "maintenance", "error_in_detail"):
         return _boolean(name, value)
+    if name == "downtimes":
+        return _downtimes(value)
+    if name == "resource_status":
+        return _resource_status(value)
+    if name == "refuse_submit":
+        number = int(value)
+        if number < 0:
+            raise ValueError("refuse_submit must be a Slurm error number (0 = off)")
+        return number
     if name in ("error_paths", "status_notes"):
         return _string_list(name, value)
     if name == "seed":
@@ -91,21 +170,6 @@ def _coerce_iri(name: str, value: Any) -> Any:
     """Validate a knob of the IRI gateway (see ``Knobs``); ValueError for unknown names."""
     if name in ("submit_delay", "idempotency_ttl", "idempotency_lock_ttl"):
         return _nonneg(name, value)
-    if name in ("drop_rate", "drop_after_submit"):
-        rate = float(value)
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"{name} must be between 0 and 1")
-        return rate
-    if name == "resource_status":
-        if value is None:
-            return {}
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and v in IRI_STATES for k, v in value.items()
-        ):
-            raise ValueError(
-                f"resource_status must map resource names or ids to one of {', '.join(IRI_STATES)}"
-            )
-        return dict(value)
     if name == "incidents":
         if value is None:
             return []
@@ -200,12 +264,35 @@ class Knobs:
     :ivar token_lifetime: seconds an issued access token is valid.
     :ivar expired_token_status: HTTP status for a missing/bad/expired token (NERSC: 403).
 
-    Knobs of the DOE IRI gateway (``iri_gateway``; the SFAPI gateway ignores them):
+    Shared by the S3M and the DOE IRI gateways (the SFAPI gateway ignores them):
 
-    :ivar resource_status: ``{resource name or id: "up"|"down"|"degraded"|"unknown"}``; a
-        resource not listed reads ``machine_status`` mapped to IRI words (active -> up,
-        degraded -> degraded, unavailable -> down, other -> unknown).  A ``down`` resource
-        answers its compute routes with 503.
+    :ivar drop_rate: fraction of API requests whose connection is closed without any answer,
+        before anything is done (own seeded generator).  The IRI gateway draws only for the
+        requests ``error_paths`` selects (when set); the S3M gateway for every request.
+    :ivar drop_after_submit: fraction of accepted job submits whose connection is closed
+        without an answer *after* the job was created (own seeded generator); drawn after
+        ``error_after_submit``.  The IRI gateway records the idempotent reply first (the
+        lost reply a resend under the same ``Idempotency-Key`` recovers).
+    :ivar resource_status: per-resource status overriding the one derived from
+        ``machine_status``, in either vocabulary: S3M's ``OPERATIONAL``, ``DEGRADED``,
+        ``UNAVAILABLE``, ``UNKNOWN`` or IRI's ``up``, ``down``, ``degraded``, ``unknown``
+        (each gateway reads the other's words in its own: up = OPERATIONAL, down =
+        UNAVAILABLE).  Keys are resource names (IRI: names or ids).  A resource not listed
+        reads ``machine_status`` (IRI: active -> up, degraded -> degraded, unavailable ->
+        down, other -> unknown).  An IRI ``down`` resource answers its compute routes 503.
+
+    Added for the S3M gateway:
+
+    :ivar downtimes: planned downtimes ``[{"start", "end", "resource", "description"}]``
+        (times as UNIX seconds or ISO 8601; ``resource`` null = every resource); one under
+        way makes its resource UNAVAILABLE.
+    :ivar error_in_detail: the gateway's own errors carry their JSON as text inside a
+        ``detail`` field (as seen when S3M errors are relayed), not as the body itself.
+    :ivar refuse_submit: a Slurm error number (e.g. 2050, the QOS submit limit) with which
+        every job submit is refused before sbatch runs; 0 = off.
+
+    Added for the DOE IRI gateway (``iri_gateway``):
+
     :ivar incidents: incidents listed by ``/status/incidents``: objects with ``name``,
         ``description``, ``resources`` (names or ids; empty = every resource), ``type``
         (planned|unplanned|reservation, default planned), ``status`` (default down),
@@ -214,10 +301,6 @@ class Knobs:
         hour; ``end`` may be null), optional ``id``.
     :ivar submit_delay: seconds a job submit waits before running sbatch (a slow scheduler:
         the request is in flight, so a duplicate with the same ``Idempotency-Key`` gets 409).
-    :ivar drop_rate: fraction of API requests whose connection is closed with no answer
-        before anything is done (filtered by ``error_paths``; its own seeded generator).
-    :ivar drop_after_submit: fraction of accepted submits that create the job, record the
-        idempotent reply, then close the connection with no answer (the lost reply).
     :ivar idempotency_ttl: seconds an ``Idempotency-Key`` reply is kept (IRI: 24 h).
     :ivar idempotency_lock_ttl: seconds an in-flight key stays locked at most (IRI: 60).
     """
@@ -237,11 +320,14 @@ class Knobs:
     maintenance: bool = False
     token_lifetime: float = 600.0
     expired_token_status: int = 403
-    resource_status: dict[str, str] = field(default_factory=dict)
-    incidents: list[dict[str, Any]] = field(default_factory=list)
-    submit_delay: float = 0.0
     drop_rate: float = 0.0
     drop_after_submit: float = 0.0
+    resource_status: dict[str, str] = field(default_factory=dict)
+    downtimes: list[dict[str, Any]] = field(default_factory=list)
+    error_in_detail: bool = False
+    refuse_submit: int = 0
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    submit_delay: float = 0.0
     idempotency_ttl: float = 86400.0
     idempotency_lock_ttl: float = 60.0
     _cond: threading.Condition = field(init=False, repr=False, compare=False)
@@ -259,7 +345,7 @@ class Knobs:
             self, "_drop_after_rng", random.Random(_derived_seed("drop-after", self.seed))
         )
         # dataclass __init__ set these before _cond existed, so unchecked: check them now
-        for name in ("resource_status", "incidents"):
+        for name in ("resource_status", "incidents", "downtimes"):
             object.__setattr__(self, name, _coerce(name, getattr(self, name)))
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -300,6 +386,7 @@ class Knobs:
         out["error_paths"] = list(out["error_paths"])
         out["status_notes"] = list(out["status_notes"])
         out["resource_status"] = dict(out["resource_status"])
+        out["downtimes"] = [dict(d) for d in out["downtimes"]]
         out["incidents"] = [dict(i, resources=list(i["resources"])) for i in out["incidents"]]
         return out
 
@@ -329,6 +416,32 @@ class Knobs:
                 return None
             return self._after_rng.choice(AFTER_SUBMIT_CODES)
 
+    def draw_drop(self, path: str | None = None, relative_path: str | None = None) -> bool:
+        """Decide whether this request's connection is closed without an answer
+        (``drop_rate``).  Given the request's path (IRI), only the requests ``error_paths``
+        selects are drawn for, so the sequence does not depend on unrelated traffic."""
+        with self._cond:
+            if self.drop_rate <= 0:
+                return False
+            if path is not None and self.error_paths:
+                rel = path if relative_path is None else relative_path
+                if not any(path.startswith(p) or rel.startswith(p) for p in self.error_paths):
+                    return False
+            return self._drop_rng.random() < self.drop_rate
+
+    def draw_drop_after_submit(self) -> bool:
+        """Decide whether an accepted submit's connection is closed after the job exists
+        (``drop_after_submit``)."""
+        with self._cond:
+            if self.drop_after_submit <= 0:
+                return False
+            return self._drop_after_rng.random() < self.drop_after_submit
+
+    def downtimes_of(self, resource: str) -> list[dict[str, Any]]:
+        """The downtimes that apply to ``resource`` (its own and the facility-wide ones)."""
+        with self._cond:
+            return [dict(d) for d in self.downtimes if d["resource"] in (None, resource)]
+
     def wait_while_hung(self, stop: threading.Event, poll: float = 0.2) -> bool:
         """Block while ``hang`` is set; False when ``stop`` was set meanwhile (do not answer)."""
         with self._cond:
@@ -351,39 +464,30 @@ class Knobs:
             "unavailable": "System Unavailable",
         }.get(self.machine_status, "System status unknown")
 
-    # ------------------------------------------------------------------ IRI gateway
+    # ------------------------------------------------------------------ status words
     def iri_status(self, *keys: str) -> str:
         """``current_status`` of a resource known by any of ``keys`` (its name, its id)."""
         with self._cond:
             for key in keys:
                 if key in self.resource_status:
-                    return self.resource_status[key]
+                    word = self.resource_status[key]
+                    return IRI_FROM_S3M.get(word, word)
             return _IRI_FROM_MACHINE.get(self.machine_status, "unknown")
 
-    def draw_drop(self, path: str, relative_path: str) -> bool:
-        """Decide whether this request is dropped unanswered (``drop_rate``, ``error_paths``)."""
+    def s3m_status(self, name: str) -> str | None:
+        """The S3M status ``resource_status`` sets for ``name`` (IRI words read as S3M's),
+        None when it sets none."""
         with self._cond:
-            if self.drop_rate <= 0:
-                return False
-            if self.error_paths and not any(
-                path.startswith(p) or relative_path.startswith(p) for p in self.error_paths
-            ):
-                return False
-            return self._drop_rng.random() < self.drop_rate
-
-    def draw_drop_after_submit(self) -> bool:
-        """Decide whether an accepted submit loses its reply (``drop_after_submit``)."""
-        with self._cond:
-            if self.drop_after_submit <= 0:
-                return False
-            return self._drop_after_rng.random() < self.drop_after_submit
-
-
-def _derived_seed(kind: str, seed: int | None) -> str | None:
-    """Seed of a further generator: derived from ``seed``, distinct from it and the others."""
-    return None if seed is None else f"{kind}:{seed}"
+            word = self.resource_status.get(name)
+        return None if word is None else S3M_FROM_IRI.get(word, word)
 
 
 def _after_seed(seed: int | None) -> str | None:
     """Seed of the ``error_after_submit`` generator: derived from ``seed``, distinct from it."""
     return None if seed is None else f"after-submit:{seed}"
+
+
+def _derived_seed(kind: str, seed: int | None) -> str | None:
+    """Seed of a further generator (``drop_rate``...): derived from ``seed``, distinct from it
+    and the others."""
+    return None if seed is None else f"{kind}:{seed}"

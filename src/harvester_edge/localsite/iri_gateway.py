@@ -958,7 +958,7 @@ class IRIGateway:
         if delay > 0 and self._stop.wait(delay):
             raise _unavailable("gateway stopping")
         script, options = batch_job(spec, self.policy)
-        jobid, error = self.slurm.submit(script, self.workdir, options)
+        jobid, error = self.slurm.submit(script, options, self.workdir)
         if jobid is None:
             # sbatch's refusal: 400 with its message (NERSC answered 404 for a while).
             raise _error(400, error or "sbatch refused the job")

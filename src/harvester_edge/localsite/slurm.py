@@ -12,12 +12,15 @@ with only unknown/purged ids fails with "Invalid job id specified", which means 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,10 @@ _JOBREF_RE = re.compile(r"^[0-9]{1,12}(?:_[0-9]{1,10}|\+[0-9]{1,4})?$")
 # A leading letter/digit/underscore: nothing can ever look like an option.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,199}$")
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-#: One sbatch long option as ``LocalSlurm.submit`` takes it: ``--name`` or ``--name=value``,
-#: the value without control characters (no line can be smuggled into the request).
-_OPTION_RE = re.compile(r"^--[a-z][a-z0-9-]*(=[^\x00-\x1f\x7f]*)?\Z")
+#: One sbatch long option as ``LocalSlurm.submit`` takes it: ``--name`` or ``--name=value``
+#: (a value may hold anything but NUL; the IRI gateway refuses control characters in the
+#: spec before, S3M's slurmrestd-like parser passes a string as it is).
+_OPTION_RE = re.compile(r"^--[a-z][a-z0-9-]*(=[^\x00]*)?\Z", re.DOTALL)
 
 # (row key, squeue format code): keys follow the SFAPI squeue output model.
 SQUEUE_FIELDS: tuple[tuple[str, str], ...] = (
@@ -155,15 +159,25 @@ class LocalSlurm:
         argv: Sequence[str],
         stdin: str | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run one Slurm command; raise SlurmError when it cannot run or times out."""
+        """Run one Slurm command; raise SlurmError when it cannot run or times out.
+
+        ``env`` replaces our environment for the command (``SLURM_CONF`` is always set).
+        """
+        if env is None:
+            run_env = self._env()
+        else:
+            run_env = dict(env)
+            if self.slurm_conf:
+                run_env["SLURM_CONF"] = self.slurm_conf
         try:
             # Never inherit our stdin: a Slurm command waiting on it would hang the caller.
             return subprocess.run(
                 list(argv),
                 input=stdin if stdin is not None else "",
                 cwd=cwd,
-                env=self._env(),
+                env=run_env,
                 capture_output=True,
                 text=True,
                 timeout=self.timeout,
@@ -208,32 +222,6 @@ class LocalSlurm:
             return None, "script arguments need a script file"
         try:
             proc = self._run(argv, stdin=script_text if script_path is None else None, cwd=cwd)
-        except SlurmError as exc:
-            return None, str(exc)
-        if proc.returncode != 0:
-            return None, self._message(proc)
-        first = (proc.stdout or "").strip().splitlines()
-        jobid = first[0].split(";", 1)[0].strip() if first else ""
-        if not _JOBID_RE.match(jobid):
-            return None, f"unexpected sbatch output: {jobid[:80]!r}"
-        return jobid, None
-
-    def submit(
-        self, script_text: str, cwd: str | os.PathLike[str], options: Sequence[str] = ()
-    ) -> tuple[str | None, str | None]:
-        """``sbatch --parsable OPTION... < script``: ``(job_id, None)`` or ``(None, message)``.
-
-        Each option is one ``--long-name[=value]`` argument (a value can never become an
-        option of its own); the script goes in on stdin.  Options sbatch refuses come back as
-        its message, like any other refusal.
-        """
-        bad = [o for o in options if not _OPTION_RE.match(o)]
-        if bad:
-            return None, f"refused sbatch option(s): {', '.join(repr(b[:40]) for b in bad[:5])}"
-        if not script_text:
-            return None, "empty batch script"
-        try:
-            proc = self._run(["sbatch", "--parsable", *options], stdin=script_text, cwd=cwd)
         except SlurmError as exc:
             return None, str(exc)
         if proc.returncode != 0:
@@ -312,6 +300,120 @@ class LocalSlurm:
             raise ValueError("no job ids given")
         proc = self._run(["scancel", *ids])
         return proc.returncode, proc.stdout or "", proc.stderr or ""
+
+    def submit(
+        self,
+        script_text: str,
+        options: Sequence[str],
+        cwd: str | os.PathLike[str],
+        environment: Mapping[str, str] | None = None,
+    ) -> tuple[str | None, str | None]:
+        """``sbatch --parsable OPTIONS`` with the script on stdin: ``(job_id, None)`` or
+        ``(None, sbatch's message)``.
+
+        Each option is one ``--long-name[=value]`` argument (never a bare value, so nothing
+        can be read as the script path or become an option of its own; the value without
+        NUL, which no argument can carry).  Options sbatch refuses come back as its message,
+        like any other refusal.  With ``environment`` sbatch runs in exactly that
+        environment (plus ``SLURM_CONF``), which the job inherits (sbatch's default
+        ``--export=ALL``): the job gets the environment its submitter asked for, as
+        slurmrestd does it.
+        """
+        bad = [o for o in options if not _OPTION_RE.match(o)]
+        if bad:
+            return None, f"refused sbatch option(s): {', '.join(repr(b[:40]) for b in bad[:5])}"
+        if not script_text:
+            return None, "empty batch script"
+        sbatch = shutil.which("sbatch", path=self._env().get("PATH")) or "sbatch"
+        try:
+            proc = self._run(
+                [sbatch, "--parsable", *options], stdin=script_text, cwd=cwd, env=environment
+            )
+        except SlurmError as exc:
+            return None, str(exc)
+        if proc.returncode != 0:
+            return None, self._message(proc)
+        first = (proc.stdout or "").strip().splitlines()
+        jobid = first[0].split(";", 1)[0].strip() if first else ""
+        if not _JOBID_RE.match(jobid):
+            return None, f"unexpected sbatch output: {jobid[:80]!r}"
+        return jobid, None
+
+    def squeue_json(self, user_id: int | None = None) -> list[dict[str, Any]]:
+        """The jobs of ``squeue --json`` (queued, running and just ended), optionally only
+        those of one uid (22.05's ``--json`` ignores ``-j``/``-u``, so we filter here)."""
+        proc = self._run(["squeue", "--json"])
+        if proc.returncode != 0:
+            raise SlurmError(f"squeue failed: {self._message(proc)}")
+        try:
+            jobs = json.loads(proc.stdout or "{}").get("jobs", [])
+        except (ValueError, AttributeError) as exc:
+            raise SlurmError(f"squeue --json gave unreadable output: {exc}") from exc
+        if not isinstance(jobs, list):
+            raise SlurmError("squeue --json gave no job list")
+        return [
+            j
+            for j in jobs
+            if isinstance(j, dict) and (user_id is None or j.get("user_id") == user_id)
+        ]
+
+    def sacct_fields(
+        self, jobids: Iterable[str | int], fields: Sequence[str]
+    ) -> list[dict[str, str]]:
+        """Job-level accounting rows with the given ``--format`` fields (row keys as given),
+        times as UNIX seconds (``SLURM_TIME_FORMAT=%s``; unset ones read ``Unknown``/``None``)."""
+        ids = validate_jobids(jobids)
+        if not ids:
+            return []
+        if not all(re.fullmatch(r"[A-Za-z]+", f) for f in fields):
+            raise ValueError("sacct fields are plain names")
+        argv = ["sacct", "-X", "-n", "-P", f"--delimiter={_SEP}", "-a", "-S", SACCT_START]
+        argv += ["--format=" + ",".join(fields), "-j", ",".join(ids)]
+        env = self._env()
+        env["SLURM_TIME_FORMAT"] = "%s"
+        proc = self._run(argv, env=env)
+        if proc.returncode != 0:
+            raise SlurmError(f"sacct failed: {self._message(proc)}")
+        return self._parse(proc.stdout, list(fields))
+
+    def scancel_with(self, jobid: str | int, options: Sequence[str] = ()) -> str | None:
+        """``scancel -v OPTIONS ID`` for one job (options like ``--signal=TERM``, ``--full``);
+        scancel's error lines on failure, None on success (see :meth:`scancel`)."""
+        ids = validate_jobids([jobid])
+        bad = [o for o in options if not re.fullmatch(r"--[a-z]+(=[A-Za-z0-9]+)?", o)]
+        if bad:
+            raise ValueError(f"invalid scancel option: {bad[0][:40]!r}")
+        try:
+            proc = self._run(["scancel", "-v", *options, *ids])
+        except SlurmError as exc:
+            return str(exc)
+        errors = [line for line in (proc.stderr or "").splitlines() if "error:" in line]
+        if errors:
+            return "\n".join(errors)
+        return self._message(proc) if proc.returncode != 0 else None
+
+    def partitions(self) -> list[dict[str, str]]:
+        """One row per partition: name, avail (up/down), nodes (count), nodelist, timelimit,
+        cpus (total), default (``*`` suffix of sinfo's name)."""
+        proc = self._run(["sinfo", "-h", "-o", _SEP.join(("%P", "%a", "%D", "%N", "%l", "%C"))])
+        if proc.returncode != 0:
+            raise SlurmError(f"sinfo failed: {self._message(proc)}")
+        rows = self._parse(proc.stdout, ["name", "avail", "nodes", "nodelist", "timelimit", "cpus"])
+        for row in rows:
+            row["default"] = "yes" if row["name"].endswith("*") else "no"
+            row["name"] = row["name"].rstrip("*")
+            row["cpus"] = row["cpus"].rsplit("/", 1)[-1]  # allocated/idle/other/total
+        return rows
+
+    def cluster_name(self) -> str:
+        """``ClusterName`` of the configuration (empty when it cannot be read)."""
+        conf = self.slurm_conf or "/etc/slurm/slurm.conf"
+        try:
+            text = Path(conf).read_text(errors="replace")
+        except OSError:
+            return ""
+        match = re.search(r"^\s*ClusterName\s*=\s*(\S+)", text, re.MULTILINE | re.IGNORECASE)
+        return match.group(1) if match else ""
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

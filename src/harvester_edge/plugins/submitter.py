@@ -184,6 +184,8 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
                 return None, f"not submitted: {spent}"
             try:
                 receipt = client.submit(request)
+            except EdgeConfigError as exc:  # the spec cannot be put in this service's format
+                return False, f"cannot encode the batch job for {client.service}: {exc}"
             except EdgeAuthError as exc:
                 return None, f"credentials refused: {exc}"
             except EdgeAPIError as exc:
@@ -191,7 +193,10 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
                     if isinstance(exc, EdgeNetworkError):
                         budget.note(exc)
                     if self._may_resend(client, attempt, budget):
-                        # same key, same bytes: the service answers the job it made, if any
+                        # same key, same bytes: the service answers the job it made, if any;
+                        # duplicates under the tag are still looked for (a server may have
+                        # made the job and lost its key)
+                        lc.ambiguous(ws)
                         time.sleep(min(opts.retryBackoff * 2 ** (attempt - 1), 10.0))
                         continue
                     return self._after_ambiguous(client, ws, request, exc, budget)
