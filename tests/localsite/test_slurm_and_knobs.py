@@ -126,3 +126,39 @@ def start_waiter(knobs: Knobs, stop: threading.Event, released: list[bool]) -> t
         assert time.monotonic() < deadline, "waiter never started waiting"
         time.sleep(0.01)
     return waiter
+
+
+def test_resource_status_takes_either_gateways_words() -> None:
+    """``resource_status`` is shared by the S3M and IRI gateways: each reads the other's
+    words in its own; anything else is refused."""
+    knobs = Knobs(resource_status={"odo": "UNAVAILABLE", "frontier": "degraded"})
+    assert knobs.iri_status("odo") == "down" and knobs.iri_status("x", "frontier") == "degraded"
+    assert knobs.s3m_status("odo") == "UNAVAILABLE" and knobs.s3m_status("frontier") == "DEGRADED"
+    assert knobs.s3m_status("other") is None and knobs.iri_status("other") == "up"
+    for bad in ({"odo": "UP"}, {"odo": "on"}, {"odo": "operational"}):
+        with pytest.raises(ValueError, match="resource_status"):
+            knobs.resource_status = bad
+    with pytest.raises(ValueError, match="resource_status"):
+        Knobs(resource_status={"odo": "broken"})
+
+
+def test_seed_reseeds_every_generator_and_drops_filter_by_path_when_given() -> None:
+    knobs = Knobs(seed=7, error_rate=0.5, error_after_submit=0.5, drop_rate=0.5)
+    knobs.drop_after_submit = 0.5
+
+    def draws() -> list[object]:
+        return [
+            (knobs.draw_error("/a", "/a", False), knobs.draw_after_submit(),
+             knobs.draw_drop(), knobs.draw_drop_after_submit())
+            for _ in range(20)
+        ]  # fmt: skip
+
+    first = draws()
+    knobs.seed = 7
+    assert draws() == first
+    # With a path (the IRI gateway) only what error_paths selects is drawn for; without
+    # one (the S3M gateway) every request is.
+    knobs.update(drop_rate=1.0, error_paths=["/compute"])
+    assert knobs.draw_drop("/api/v1/status/resources", "/status/resources") is False
+    assert knobs.draw_drop("/api/v1/compute/job/x", "/compute/job/x") is True
+    assert knobs.draw_drop() is True

@@ -35,6 +35,7 @@ def no_network(monkeypatch):
 def test_example_queue_config_loads_every_edge_plugin(no_network):
     config = json.loads(EXAMPLE.read_text())
     loaded = 0
+    families = set()
     for queue_name, queue in config.items():
         for section in SECTIONS:
             if queue[section]["module"].startswith("harvester_edge."):
@@ -43,7 +44,9 @@ def test_example_queue_config_loads_every_edge_plugin(no_network):
                 if queue[section]["module"] == "harvester_edge.plugins.sfapi":
                     assert plugin.edge_options.machine == "perlmutter"
                 loaded += 1
+                families.add(queue[section]["module"])
     assert loaded == 3 * sum(1 for q in config.values() if isinstance(q, dict))
+    assert families == {f"harvester_edge.plugins.{f}" for f in ("sfapi", "s3m", "iri")}
     submitter = load_like_harvester(*next(iter(config.items())), "submitter")
     assert callable(submitter.submit_workers)
     monitor = load_like_harvester(*next(iter(config.items())), "monitor")

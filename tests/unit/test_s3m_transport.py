@@ -142,3 +142,45 @@ def test_requests_sends_no_redirect_and_no_netrc(tmp_path, monkeypatch) -> None:
     assert make("requests").request("GET", "x", authenticated=False) is None
     assert "Authorization" not in route.calls[0].request.headers
     assert len(responses.calls) == 1  # the redirect was not followed
+
+
+@pytest.mark.parametrize("kind", ["httpx", "requests"])
+def test_both_senders_carry_bytes_and_answer_a_reply(kind) -> None:
+    """``content=`` goes out byte for byte on every attempt (IRI's canonical JSON under an
+    ``Idempotency-Key``) and ``with_response`` gives the status and headers with the body."""
+    body = b'{"name":"w1","executable":"bash"}'
+    seen: list[bytes] = []
+    with mocking(kind) as mock:
+        if isinstance(mock, respx.MockRouter):
+            answers = iter([httpx.Response(503), httpx.Response(
+                200, json={"id": "7"}, headers={"Idempotency-Key-Reply": "hit"}
+            )])  # fmt: skip
+
+            def reply(request: httpx.Request) -> httpx.Response:
+                seen.append(request.content)
+                return next(answers)
+
+            mock.route(url=f"{BASE}/x").mock(side_effect=reply)
+        else:
+            statuses = iter([503, 200])
+
+            def callback(request: Any) -> tuple[int, dict[str, str], str]:
+                seen.append(request.body)
+                status = next(statuses)
+                if status != 200:
+                    return status, {}, ""
+                return 200, {"Idempotency-Key-Reply": "hit"}, json.dumps({"id": "7"})
+
+            mock.add_callback("POST", f"{BASE}/x", callback=callback)
+        reply_ = make(kind).request(
+            "POST", "/x", content=body, headers={"content-type": "application/json"},
+            with_response=True,
+        )  # fmt: skip
+    assert seen == [body, body]
+    assert reply_.status == 200 and reply_.body == {"id": "7"}
+    assert reply_.headers["idempotency-key-reply"] == "hit"  # case-insensitive
+
+
+def test_one_body_at_most() -> None:
+    with pytest.raises(ValueError, match="one body"):
+        make("httpx").request("POST", "/x", json={}, content=b"{}")

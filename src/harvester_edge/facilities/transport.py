@@ -2,17 +2,21 @@
 
 The facility clients call ``Transport.request``; it turns every failure into our
 ``EdgeNetworkError``/``EdgeAPIError``/``EdgeAuthError`` and applies the ``RetryPolicy``.
-Bodies are form fields (``data=``) or JSON (``json=``); ``headers=`` adds request headers
-(an ``Idempotency-Key``, ...).  A path that is a whole ``http(s)://`` URL is sent there (a
-status page on another host) with the same rules.
+Bodies are form fields (``data=``), JSON (``json=``) or bytes the caller encoded
+(``content=``: the same bytes on every attempt, e.g. IRI's canonical JSON under an
+``Idempotency-Key``); ``headers=`` adds request headers (an ``Idempotency-Key``, ...).
+``with_response=True`` answers a ``Reply`` (status, headers, decoded body) instead of the
+body alone, for a caller that reads an answer's headers (IRI's ``Idempotency-Key-Reply``).
+A path that is a whole ``http(s)://`` URL is sent there (a status page on another host) with
+the same rules.
 
-The HTTP library is a ``Sender``: ``HttpxSender`` (SFAPI, the default: ``HttpxTransport``)
-or ``RequestsSender`` (S3M, on ``requests``: one ``Session`` with a pool sized for the
-plugins' concurrency, no redirects, no ``.netrc``).  A sender only sends and maps its
-library's failures onto three kinds (``SendFailure``): not sent (connection refused, connect
-timeout, TLS handshake), no answer in time, connection broken after sending; everything
-else, the retry policy, the deadline, auth and redaction, is the transport's, the same for
-both.
+The HTTP library is a ``Sender``: ``HttpxSender`` (SFAPI and IRI, the default:
+``HttpxTransport``) or ``RequestsSender`` (S3M, on ``requests``: one ``Session`` with a pool
+sized for the plugins' concurrency, no redirects, no ``.netrc``).  A sender only sends (form
+fields, JSON or bytes) and maps its library's failures onto three kinds (``SendFailure``):
+not sent (connection refused, connect timeout, TLS handshake), no answer in time, connection
+broken after sending; everything else, the retry policy, the deadline, auth and redaction,
+is the transport's, the same for both.
 
 Authentication is an ``Auth`` (``facilities/auth.py``): the transport asks it for headers
 before each authenticated attempt and sends them through its plain sender (no
@@ -54,7 +58,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from json import loads as json_loads
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -77,6 +81,15 @@ Forbidden = Literal["auth", "either", "resource"]
 #: statuses answered as a transient ``StatusError``
 TRANSIENT_STATUSES = frozenset({409, 429})
 MASK = "***"
+
+
+class Reply(NamedTuple):
+    """One successful answer in full (``request(..., with_response=True)``): the HTTP status,
+    the response headers (case-insensitive) and the decoded JSON body (None when empty)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: Any
 
 
 class StatusError(EdgeAPIError):
@@ -223,6 +236,7 @@ class Sender(Protocol):
         params: Any,
         data: Mapping[str, Any] | None,
         json: Any,
+        content: bytes | None = None,
         headers: Mapping[str, str],
         timeout: tuple[float, float],
     ) -> Response: ...
@@ -259,14 +273,15 @@ class HttpxSender:
         params: Any,
         data: Mapping[str, Any] | None,
         json: Any,
+        content: bytes | None = None,
         headers: Mapping[str, str],
         timeout: tuple[float, float],
     ) -> Response:
         connect, read = timeout
         try:
             return self._http().request(
-                method, url, params=params, data=data, json=json, headers=dict(headers),
-                timeout=httpx.Timeout(read, connect=connect),
+                method, url, params=params, data=data, json=json, content=content,
+                headers=dict(headers), timeout=httpx.Timeout(read, connect=connect),
             )  # fmt: skip
         except NOT_SENT as exc:
             raise SendFailure(SendFailure.NOT_SENT, type(exc).__name__) from None
@@ -366,13 +381,15 @@ class RequestsSender:
         params: Any,
         data: Mapping[str, Any] | None,
         json: Any,
+        content: bytes | None = None,
         headers: Mapping[str, str],
         timeout: tuple[float, float],
     ) -> Response:
         try:
             return self._http().request(
-                method, url, params=params, data=data, json=json, headers=dict(headers),
-                timeout=timeout, allow_redirects=False, auth=_no_netrc,
+                method, url, params=params, data=content if content is not None else data,
+                json=json, headers=dict(headers), timeout=timeout, allow_redirects=False,
+                auth=_no_netrc,
             )  # fmt: skip
         except requests.RequestException as exc:
             raise _requests_failure(exc) from None
@@ -423,24 +440,28 @@ class Transport:
         params: Any = None,
         data: Mapping[str, Any] | None = None,
         json: Any = None,
+        content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
         authenticated: bool = True,
         forbidden: Forbidden = "auth",
+        with_response: bool = False,
         refusal: Refusal | None = None,
     ) -> Any:
         """Send one logical request (with retries) and return the decoded JSON answer (None
-        for an empty one).  ``data`` is sent form-encoded, ``json`` as JSON (not both);
-        ``headers`` are added to this request (the auth's headers win over them).  A request
-        carrying an idempotency key may pass ``idempotent=True``.  ``refusal`` reads an error
-        answer that may be the service's final word (see ``Refusal``)."""
-        if data is not None and json is not None:
-            raise ValueError("a request has a form body or a JSON body, not both")
+        for an empty one), or with ``with_response`` a ``Reply``.  ``data`` is sent
+        form-encoded, ``json`` as JSON, ``content`` as the given bytes (one of them at most;
+        with ``content`` the caller sets the content type in ``headers``); ``headers`` are
+        added to this request (the auth's headers win over them).  A request carrying an
+        idempotency key may pass ``idempotent=True``.  ``refusal`` reads an error answer that
+        may be the service's final word (see ``Refusal``)."""
+        if sum(body is not None for body in (data, json, content)) > 1:
+            raise ValueError("a request has one body (form fields, JSON or bytes), not both")
         started = time.monotonic()
         deadline_at = started + self.policy.deadline
         call = _Call(
             method, path, params, data, json, dict(headers or {}), idempotent, authenticated,
-            forbidden, deadline_at, refusal,
+            forbidden, deadline_at, refusal, content, with_response,
         )  # fmt: skip
         return call_with_retry(
             lambda: self._send(call),
@@ -476,7 +497,7 @@ class Transport:
         try:
             response = self.sender.send(
                 call.method, url, params=call.params, data=call.data, json=call.json,
-                headers=headers, timeout=timeout,
+                content=call.content, headers=headers, timeout=timeout,
             )  # fmt: skip
         except SendFailure as failure:
             if failure.kind == SendFailure.NOT_SENT:
@@ -525,12 +546,13 @@ class Transport:
             raise EdgeAPIError(
                 f"{what}: HTTP {status}: {error_text(response, secrets=secrets)}", status=status
             )
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise EdgeAPIError(f"{what}: the answer is not JSON", status=status) from None
+        body = None
+        if response.content:
+            try:
+                body = response.json()
+            except ValueError:
+                raise EdgeAPIError(f"{what}: the answer is not JSON", status=status) from None
+        return Reply(status, response.headers, body) if call.with_response else body
 
 
 @dataclass(frozen=True)
@@ -549,6 +571,8 @@ class _Call:
     forbidden: Forbidden
     deadline_at: float
     refusal: Refusal | None = field(default=None, repr=False)
+    content: bytes | None = field(default=None, repr=False)
+    with_response: bool = False
 
 
 class HttpxTransport(Transport):

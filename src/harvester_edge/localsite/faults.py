@@ -16,15 +16,26 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 MACHINE_STATES = ("active", "degraded", "unavailable", "other")
 ERROR_CODES = (500, 502, 503)
 #: Statuses of ``error_after_submit``: what a proxy or server answers when it fails late.
 AFTER_SUBMIT_CODES = (500, 502, 503, 504)
+#: DOE IRI resource states (``current_status``) and incident vocabularies.
+IRI_STATES = ("up", "down", "degraded", "unknown")
+INCIDENT_TYPES = ("planned", "unplanned", "reservation")
+RESOLUTIONS = ("unresolved", "cancelled", "completed", "extended", "pending")
+#: IRI ``current_status`` derived from the SFAPI-style ``machine_status`` knob.
+_IRI_FROM_MACHINE = {"active": "up", "degraded": "degraded", "unavailable": "down"}
 #: Resource states of OLCF S3M's status API (``resource_status``).
 S3M_STATES = ("OPERATIONAL", "DEGRADED", "UNAVAILABLE", "UNKNOWN")
+#: ``resource_status`` takes either gateway's words; each gateway reads the other's in its own.
+S3M_FROM_IRI = dict(
+    zip(IRI_STATES, ("OPERATIONAL", "UNAVAILABLE", "DEGRADED", "UNKNOWN"), strict=True)
+)
+IRI_FROM_S3M = {v: k for k, v in S3M_FROM_IRI.items()}
 
 
 def _nonneg(name: str, value: Any) -> float:
@@ -103,13 +114,17 @@ def _downtimes(value: Any) -> list[dict[str, Any]]:
 
 
 def _resource_status(value: Any) -> dict[str, str]:
+    """Validate ``resource_status``: names (or IRI ids) to an S3M or an IRI status word."""
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise ValueError("resource_status must map resource names to a status")
-    bad = {v for v in value.values() if v not in S3M_STATES}
+        raise ValueError("resource_status must map resource names or ids to a status")
+    bad = {v for v in value.values() if v not in S3M_STATES and v not in IRI_STATES}
     if bad:
-        raise ValueError(f"resource_status values must be one of {', '.join(S3M_STATES)}")
+        raise ValueError(
+            f"resource_status values must be one of {', '.join(S3M_STATES)} (S3M) "
+            f"or {', '.join(IRI_STATES)} (IRI)"
+        )
     return dict(value)
 
 
@@ -148,7 +163,74 @@ def _coerce(name: str, value: Any) -> Any:
         if not 400 <= status <= 599:
             raise ValueError("expired_token_status must be an HTTP error status")
         return status
+    return _coerce_iri(name, value)
+
+
+def _coerce_iri(name: str, value: Any) -> Any:
+    """Validate a knob of the IRI gateway (see ``Knobs``); ValueError for unknown names."""
+    if name in ("submit_delay", "idempotency_ttl", "idempotency_lock_ttl"):
+        return _nonneg(name, value)
+    if name == "incidents":
+        if value is None:
+            return []
+        if not isinstance(value, list | tuple):
+            raise ValueError("incidents must be a list of objects")
+        now = datetime.now(timezone.utc)
+        return [_incident(i, item, now) for i, item in enumerate(value)]
     raise ValueError(f"unknown knob: {name}")
+
+
+#: ``last_modified`` is set when the knob is set (accepted so checking is idempotent).
+_INCIDENT_KEYS = frozenset(
+    {"id", "name", "description", "resources", "type", "status", "resolution", "start", "end"}
+    | {"last_modified"}
+)
+
+
+def _when(what: str, value: Any, now: datetime) -> str | None:
+    """An incident time: ISO 8601 text, or a number of seconds relative to ``now``."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (now + timedelta(seconds=float(value))).isoformat()
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"incident {what} must be ISO 8601 or seconds from now") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc).isoformat()
+    raise ValueError(f"incident {what} must be ISO 8601 or seconds from now")
+
+
+def _incident(index: int, item: Any, now: datetime) -> dict[str, Any]:
+    """One entry of the ``incidents`` knob, checked and with absolute times."""
+    if not isinstance(item, dict):
+        raise ValueError("each incident must be an object")
+    unknown = set(item) - _INCIDENT_KEYS
+    if unknown:
+        raise ValueError(f"unknown incident field(s): {', '.join(sorted(unknown))}")
+    checked: dict[str, Any] = {
+        "id": str(item["id"]) if item.get("id") else None,
+        "name": str(item.get("name") or f"incident {index + 1}"),
+        "description": None if item.get("description") is None else str(item["description"]),
+        "resources": _string_list("incident resources", item.get("resources")),
+        "type": item.get("type", "planned"),
+        "status": item.get("status", "down"),
+        "resolution": item.get("resolution", "pending"),
+        "start": _when("start", item.get("start", 0), now),
+        "end": _when("end", item.get("end"), now),
+        "last_modified": _when("last_modified", item.get("last_modified"), now) or now.isoformat(),
+    }
+    for key, allowed in (("type", INCIDENT_TYPES), ("status", IRI_STATES)):
+        if checked[key] not in allowed:
+            raise ValueError(f"incident {key} must be one of {', '.join(allowed)}")
+    if checked["resolution"] not in RESOLUTIONS:
+        raise ValueError(f"incident resolution must be one of {', '.join(RESOLUTIONS)}")
+    if checked["start"] is None:
+        raise ValueError("incident start must be set")
+    return checked
 
 
 @dataclass
@@ -182,22 +264,45 @@ class Knobs:
     :ivar token_lifetime: seconds an issued access token is valid.
     :ivar expired_token_status: HTTP status for a missing/bad/expired token (NERSC: 403).
 
-    Added for the S3M gateway (the SFAPI gateway ignores them):
+    Shared by the S3M and the DOE IRI gateways (the SFAPI gateway ignores them):
 
     :ivar drop_rate: fraction of API requests whose connection is closed without any answer,
-        before anything is done (own seeded generator).
+        before anything is done (own seeded generator).  The IRI gateway draws only for the
+        requests ``error_paths`` selects (when set); the S3M gateway for every request.
     :ivar drop_after_submit: fraction of accepted job submits whose connection is closed
         without an answer *after* the job was created (own seeded generator); drawn after
-        ``error_after_submit``.
+        ``error_after_submit``.  The IRI gateway records the idempotent reply first (the
+        lost reply a resend under the same ``Idempotency-Key`` recovers).
+    :ivar resource_status: per-resource status overriding the one derived from
+        ``machine_status``, in either vocabulary: S3M's ``OPERATIONAL``, ``DEGRADED``,
+        ``UNAVAILABLE``, ``UNKNOWN`` or IRI's ``up``, ``down``, ``degraded``, ``unknown``
+        (each gateway reads the other's words in its own: up = OPERATIONAL, down =
+        UNAVAILABLE).  Keys are resource names (IRI: names or ids).  A resource not listed
+        reads ``machine_status`` (IRI: active -> up, degraded -> degraded, unavailable ->
+        down, other -> unknown).  An IRI ``down`` resource answers its compute routes 503.
+
+    Added for the S3M gateway:
+
     :ivar downtimes: planned downtimes ``[{"start", "end", "resource", "description"}]``
         (times as UNIX seconds or ISO 8601; ``resource`` null = every resource); one under
         way makes its resource UNAVAILABLE.
-    :ivar resource_status: per-resource S3M status (``OPERATIONAL``, ``DEGRADED``,
-        ``UNAVAILABLE``, ``UNKNOWN``) overriding the one derived from ``machine_status``.
     :ivar error_in_detail: the gateway's own errors carry their JSON as text inside a
         ``detail`` field (as seen when S3M errors are relayed), not as the body itself.
     :ivar refuse_submit: a Slurm error number (e.g. 2050, the QOS submit limit) with which
         every job submit is refused before sbatch runs; 0 = off.
+
+    Added for the DOE IRI gateway (``iri_gateway``):
+
+    :ivar incidents: incidents listed by ``/status/incidents``: objects with ``name``,
+        ``description``, ``resources`` (names or ids; empty = every resource), ``type``
+        (planned|unplanned|reservation, default planned), ``status`` (default down),
+        ``resolution`` (default pending), ``start`` and ``end`` (ISO 8601, or seconds from
+        the moment the knob is set: ``{"start": 3600, "end": 7200}`` is a maintenance in an
+        hour; ``end`` may be null), optional ``id``.
+    :ivar submit_delay: seconds a job submit waits before running sbatch (a slow scheduler:
+        the request is in flight, so a duplicate with the same ``Idempotency-Key`` gets 409).
+    :ivar idempotency_ttl: seconds an ``Idempotency-Key`` reply is kept (IRI: 24 h).
+    :ivar idempotency_lock_ttl: seconds an in-flight key stays locked at most (IRI: 60).
     """
 
     latency: float = 0.0
@@ -217,10 +322,14 @@ class Knobs:
     expired_token_status: int = 403
     drop_rate: float = 0.0
     drop_after_submit: float = 0.0
-    downtimes: list[dict[str, Any]] = field(default_factory=list)
     resource_status: dict[str, str] = field(default_factory=dict)
+    downtimes: list[dict[str, Any]] = field(default_factory=list)
     error_in_detail: bool = False
     refuse_submit: int = 0
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    submit_delay: float = 0.0
+    idempotency_ttl: float = 86400.0
+    idempotency_lock_ttl: float = 60.0
     _cond: threading.Condition = field(init=False, repr=False, compare=False)
     _rng: random.Random = field(init=False, repr=False, compare=False)
     _after_rng: random.Random = field(init=False, repr=False, compare=False)
@@ -235,6 +344,9 @@ class Knobs:
         object.__setattr__(
             self, "_drop_after_rng", random.Random(_derived_seed("drop-after", self.seed))
         )
+        # dataclass __init__ set these before _cond existed, so unchecked: check them now
+        for name in ("resource_status", "incidents", "downtimes"):
+            object.__setattr__(self, name, _coerce(name, getattr(self, name)))
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):
@@ -273,8 +385,9 @@ class Knobs:
             out = {name: getattr(self, name) for name in self.names()}
         out["error_paths"] = list(out["error_paths"])
         out["status_notes"] = list(out["status_notes"])
-        out["downtimes"] = [dict(d) for d in out["downtimes"]]
         out["resource_status"] = dict(out["resource_status"])
+        out["downtimes"] = [dict(d) for d in out["downtimes"]]
+        out["incidents"] = [dict(i, resources=list(i["resources"])) for i in out["incidents"]]
         return out
 
     def draw_error(self, path: str, relative_path: str, is_token: bool) -> int | None:
@@ -303,18 +416,26 @@ class Knobs:
                 return None
             return self._after_rng.choice(AFTER_SUBMIT_CODES)
 
-    def draw_drop(self) -> bool:
-        """Decide whether this request's connection is closed without an answer."""
+    def draw_drop(self, path: str | None = None, relative_path: str | None = None) -> bool:
+        """Decide whether this request's connection is closed without an answer
+        (``drop_rate``).  Given the request's path (IRI), only the requests ``error_paths``
+        selects are drawn for, so the sequence does not depend on unrelated traffic."""
         with self._cond:
-            return self.drop_rate > 0 and self._drop_rng.random() < self.drop_rate
+            if self.drop_rate <= 0:
+                return False
+            if path is not None and self.error_paths:
+                rel = path if relative_path is None else relative_path
+                if not any(path.startswith(p) or rel.startswith(p) for p in self.error_paths):
+                    return False
+            return self._drop_rng.random() < self.drop_rate
 
     def draw_drop_after_submit(self) -> bool:
-        """Decide whether an accepted submit's connection is closed after the job exists."""
+        """Decide whether an accepted submit's connection is closed after the job exists
+        (``drop_after_submit``)."""
         with self._cond:
-            return (
-                self.drop_after_submit > 0
-                and self._drop_after_rng.random() < self.drop_after_submit
-            )
+            if self.drop_after_submit <= 0:
+                return False
+            return self._drop_after_rng.random() < self.drop_after_submit
 
     def downtimes_of(self, resource: str) -> list[dict[str, Any]]:
         """The downtimes that apply to ``resource`` (its own and the facility-wide ones)."""
@@ -343,6 +464,23 @@ class Knobs:
             "unavailable": "System Unavailable",
         }.get(self.machine_status, "System status unknown")
 
+    # ------------------------------------------------------------------ status words
+    def iri_status(self, *keys: str) -> str:
+        """``current_status`` of a resource known by any of ``keys`` (its name, its id)."""
+        with self._cond:
+            for key in keys:
+                if key in self.resource_status:
+                    word = self.resource_status[key]
+                    return IRI_FROM_S3M.get(word, word)
+            return _IRI_FROM_MACHINE.get(self.machine_status, "unknown")
+
+    def s3m_status(self, name: str) -> str | None:
+        """The S3M status ``resource_status`` sets for ``name`` (IRI words read as S3M's),
+        None when it sets none."""
+        with self._cond:
+            word = self.resource_status.get(name)
+        return None if word is None else S3M_FROM_IRI.get(word, word)
+
 
 def _after_seed(seed: int | None) -> str | None:
     """Seed of the ``error_after_submit`` generator: derived from ``seed``, distinct from it."""
@@ -350,5 +488,6 @@ def _after_seed(seed: int | None) -> str | None:
 
 
 def _derived_seed(kind: str, seed: int | None) -> str | None:
-    """Seed of another generator (``drop_rate``...): derived from ``seed``, distinct from it."""
+    """Seed of a further generator (``drop_rate``...): derived from ``seed``, distinct from it
+    and the others."""
     return None if seed is None else f"{kind}:{seed}"

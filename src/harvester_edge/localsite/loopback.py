@@ -23,6 +23,17 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 32 * 1024 * 1024
 
+
+class _NoContent:
+    """Type of :data:`NO_CONTENT`."""
+
+    def __repr__(self) -> str:
+        return "NO_CONTENT"
+
+
+#: A payload meaning "no body at all" (for 204 answers): no Content-Type, no Content-Length.
+NO_CONTENT = _NoContent()
+
 #: ``(status, JSON payload)``, or ``(status, payload, extra headers)``.
 Response = tuple[int, Any] | tuple[int, Any, dict[str, str]]
 
@@ -137,10 +148,14 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        if payload is NO_CONTENT:
+            self._send_empty(status, headers)
+            return
         data = json.dumps(payload).encode()
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            if not any(name.lower() == "content-type" for name in headers or {}):
+                self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
@@ -149,6 +164,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True  # the client gave up (e.g. its read timeout)
+
+    def _send_empty(self, status: int, headers: dict[str, str] | None) -> None:
+        """An answer without a body (204): RFC 9110 forbids Content-Length there."""
+        try:
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self.close_connection = True
 
 
 class LoopbackServer:

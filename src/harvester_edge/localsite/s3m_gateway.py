@@ -291,7 +291,7 @@ class S3MGateway:
 
     def resource_status(self, name: str) -> str:
         """OPERATIONAL | DEGRADED | UNAVAILABLE | UNKNOWN, from the knobs."""
-        override = self.knobs.resource_status.get(name)
+        override = self.knobs.s3m_status(name)
         if override:
             return override
         now = time.time()

@@ -35,6 +35,10 @@ _JOBREF_RE = re.compile(r"^[0-9]{1,12}(?:_[0-9]{1,10}|\+[0-9]{1,4})?$")
 # A leading letter/digit/underscore: nothing can ever look like an option.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:@-]{0,199}$")
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+#: One sbatch long option as ``LocalSlurm.submit`` takes it: ``--name`` or ``--name=value``
+#: (a value may hold anything but NUL; the IRI gateway refuses control characters in the
+#: spec before, S3M's slurmrestd-like parser passes a string as it is).
+_OPTION_RE = re.compile(r"^--[a-z][a-z0-9-]*(=[^\x00]*)?\Z", re.DOTALL)
 
 # (row key, squeue format code): keys follow the SFAPI squeue output model.
 SQUEUE_FIELDS: tuple[tuple[str, str], ...] = (
@@ -307,14 +311,19 @@ class LocalSlurm:
         """``sbatch --parsable OPTIONS`` with the script on stdin: ``(job_id, None)`` or
         ``(None, sbatch's message)``.
 
-        ``options`` must be ``--name=value`` items (never a bare value, so nothing can be read
-        as the script path).  With ``environment`` sbatch runs in exactly that environment
-        (plus ``SLURM_CONF``), which the job inherits (sbatch's default ``--export=ALL``):
-        the job gets the environment its submitter asked for, as slurmrestd does it.
+        Each option is one ``--long-name[=value]`` argument (never a bare value, so nothing
+        can be read as the script path or become an option of its own; the value without
+        NUL, which no argument can carry).  Options sbatch refuses come back as its message,
+        like any other refusal.  With ``environment`` sbatch runs in exactly that
+        environment (plus ``SLURM_CONF``), which the job inherits (sbatch's default
+        ``--export=ALL``): the job gets the environment its submitter asked for, as
+        slurmrestd does it.
         """
-        bad = [o for o in options if not o.startswith("--")]
+        bad = [o for o in options if not _OPTION_RE.match(o)]
         if bad:
-            return None, f"not an option: {bad[0][:40]!r}"
+            return None, f"refused sbatch option(s): {', '.join(repr(b[:40]) for b in bad[:5])}"
+        if not script_text:
+            return None, "empty batch script"
         sbatch = shutil.which("sbatch", path=self._env().get("PATH")) or "sbatch"
         try:
             proc = self._run(
