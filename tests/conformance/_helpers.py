@@ -112,6 +112,14 @@ def set_health(facility: Any, answer: Any) -> None:
     GATE.forget()
 
 
+def set_credential(facility: Any, answer: Any) -> None:
+    """The facility's word on the credential changes (refused, new expiry).  A client that
+    learns it from the service (S3M's token introspection, read with the health check) sees
+    it at its next health read: the shared health cache is dropped so that this is now."""
+    facility.credential_answer = answer
+    GATE.forget()
+
+
 def restart(monkeypatch: Any) -> None:
     """A Harvester restart: every in-process cache is gone (shared clients, health cache,
     orphan watch, submit limits, allocation book, throttler bindings); the DB rows stay."""

@@ -2,7 +2,11 @@
 
 Every test in ``tests/conformance/`` talks to a plugin family only through the object this
 fixture returns, so S3M, Globus Compute and IRI can run the same suite by adding an entry to
-``FAMILIES`` (a class with the interface of ``FakeFamily``).  A family gives:
+``FAMILIES`` (a class with the interface of ``FakeFamily``).  The families: the generic
+plugins on a ``FakeFacility`` of each capability profile (``fake-*``), and the real S3M
+client and plugins over ``harvester_edge.testing_s3m.S3MDouble`` (HTTP mocked with
+``responses``) with a ``FakeFacility`` as the scheduler behind it (``s3m-client``).  A family
+gives:
 
 - ``facility``: the scheduler the tests drive (``sbatch``, ``set_state``, ``finish``,
   ``complete_tasks``, ``forget_tasks``, ``script``/``always``, ``jobs_named``, ``live_jobs``,
@@ -14,7 +18,10 @@ fixture returns, so S3M, Globus Compute and IRI can run the same suite by adding
   siteName);
 - ``throttler()`` and ``queue_config(**overrides)``: the throttler and the queue config object
   the WorkerAdjuster hands it;
-- ``workspec(worker_id, **fields)``: a WorkSpec as Harvester's worker maker makes it.
+- ``workspec(worker_id, **fields)``: a WorkSpec as Harvester's worker maker makes it;
+- ``capabilities`` (its client's; tests branch on these only), ``profile`` (the
+  ``testing.PROFILES`` entry it declares), ``finds_ended_jobs`` (its ``find`` also sees jobs
+  that already left the live queue: accounting or history by name) and ``close()``.
 
 Process-wide state (shared clients, health cache, submit limits, orphan watch, allocation
 book, throttler bindings, registered fakes) is reset around every test; plugin time
@@ -24,6 +31,7 @@ book, throttler bindings, registered fakes) is reset around every test; plugin t
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,9 +44,13 @@ from harvester_edge import testing
 from harvester_edge.edge import allocations, health, lifecycle, limits, watch
 from harvester_edge.edge.allocations import AllocationBook
 from harvester_edge.facilities import registry
+from harvester_edge.facilities.base import Capabilities
+from harvester_edge.facilities.s3m import S3MClient
 from harvester_edge.harvester import WorkSpec
 from harvester_edge.plugins import monitor, submitter, throttler
+from harvester_edge.plugins.s3m import S3MMonitor, S3MSubmitter, S3MSweeper
 from harvester_edge.plugins.throttler import EdgeThrottler
+from harvester_edge.testing_s3m import S3MDouble
 
 from ._helpers import QUEUE
 
@@ -80,11 +92,21 @@ class FakeFamily:
     submitter_name = "FakeSubmitter"
     _names = itertools.count(1)
 
+    #: ``find`` sees jobs that left the live queue too (the fake looks in its accounting)
+    finds_ended_jobs = True
+
     def __init__(self, root: Path, *, profile: str) -> None:
         self.root = root
         self.profile = profile
         self.name = ""
         self.facility: testing.FakeFacility = self.reconfigure()
+
+    def close(self) -> None:
+        """Release what the family holds (after its test)."""
+
+    def secrets(self) -> tuple[str, ...]:
+        """Credentials that must never appear in a log record of the test."""
+        return ()
 
     @property
     def mode(self) -> str:
@@ -96,7 +118,7 @@ class FakeFamily:
 
     @property
     def async_submit(self) -> bool:
-        return bool(self.facility.capabilities.async_submit)
+        return bool(self.capabilities.async_submit)
 
     def reconfigure(self, **facility_options: Any) -> testing.FakeFacility:
         """A fresh scheduler (same profile unless given) for plugins built from now on."""
@@ -150,17 +172,91 @@ class FakeFamily:
         return ws
 
 
-#: one fake per capability profile of the real services: async submit (SFAPI), sync (S3M),
-#: idempotent submit (IRI v2), task-based queries (Globus Compute)
+class S3MClientFamily(FakeFamily):
+    """The real S3M client and plugins (``harvester_edge.plugins.s3m``) over an S3M double
+    (``harvester_edge.testing_s3m``) whose scheduler is a ``FakeFacility`` of the ``sync``
+    profile: every request goes through ``requests`` to ``responses`` (mounted while the
+    family lives), so each test exercises the client's HTTP parsing, error mapping and token
+    handling with the generic plugins.  The token file (mode 0600) is under ``root``.
+
+    The client answers a poll from a job list begun up to ``listShareSeconds`` before it and
+    reads a token's introspection once per ``tokenCheckSeconds``; the suite changes the
+    scheduler's state (and the credential's) between calls, so both are 0 here: a poll
+    shares only a list in flight when it comes (the chunks of one call), and the token's
+    facts are read again at every use (the health check included)."""
+
+    module = "harvester_edge.plugins.s3m"
+    submitter_name = "S3MSubmitter"
+    #: S3M has no job history by name: ``find`` reads the live list only
+    finds_ended_jobs = False
+
+    def __init__(self, root: Path, *, profile: str = "sync") -> None:
+        self.double: S3MDouble | None = None
+        super().__init__(root, profile=profile)
+        self.token_file = self.s3m.write_token(root / "s3m.token")
+
+    @property
+    def s3m(self) -> S3MDouble:
+        """The S3M double the plugins talk to."""
+        assert self.double is not None
+        return self.double
+
+    @property
+    def capabilities(self) -> Any:
+        return S3MClient.capabilities
+
+    def reconfigure(self, **facility_options: Any) -> testing.FakeFacility:
+        """A fresh scheduler behind the same S3M host (plugins keep their shared client)."""
+        facility_options.setdefault("profile", self.profile)
+        self.facility = testing.FakeFacility(**facility_options)
+        if self.double is None:
+            self.double = S3MDouble(self.facility).start()
+        self.double.facility = self.facility
+        return self.facility
+
+    def close(self) -> None:
+        if self.double is not None:
+            self.double.stop()
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.s3m.token,)
+
+    def options(self, **overrides: Any) -> dict[str, Any]:
+        conf = dict(BASE_OPTIONS)
+        conf.update(
+            self.s3m.options(),
+            token=f"file:{self.token_file}",
+            listShareSeconds=0,
+            tokenCheckSeconds=0,
+            remoteWorkDir=str(self.root / "remote"),
+            accessPoint=str(self.root / "ap" / "${workerID}"),
+        )
+        conf.update(overrides)
+        return conf
+
+    def plugins(self, **overrides: Any) -> tuple[S3MSubmitter, S3MMonitor, S3MSweeper]:  # type: ignore[override]
+        conf = self.options(**overrides)
+        return S3MSubmitter(**conf), S3MMonitor(**conf), S3MSweeper(**conf)
+
+
+#: every family: one fake per capability profile of the real services (async submit like
+#: SFAPI, sync like S3M, idempotent submit like IRI v2, task-based queries like Globus
+#: Compute), and the real S3M client over its double
 FAMILIES: dict[str, Callable[[Path], Any]] = {
     f"fake-{profile}": (lambda root, profile=profile: FakeFamily(root, profile=profile))
     for profile in testing.PROFILES
 }
+FAMILIES["s3m-client"] = S3MClientFamily
+#: what each family's client declares (read without building the family)
+CAPABILITIES: dict[str, Capabilities] = {
+    **{f"fake-{profile}": caps for profile, caps in testing.PROFILES.items()},
+    "s3m-client": S3MClient.capabilities,
+}
 
 
 def families_with(capability: str) -> list[str]:
-    """Ids of the families whose profile declares ``capability`` (a ``Capabilities`` field)."""
-    return [f"fake-{p}" for p, caps in testing.PROFILES.items() if getattr(caps, capability)]
+    """Ids of the families whose client declares ``capability`` (a ``Capabilities`` field)."""
+    return [name for name, caps in CAPABILITIES.items() if getattr(caps, capability)]
 
 
 #: families whose submits return a task resolved later (SFAPI-like, Globus Compute-like)
@@ -199,21 +295,44 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return c
 
 
+def _family(name: str, root: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Any]:
+    """The family for one test; afterwards no log record of the test holds its secrets."""
+    for logger in ("harvester_edge", "panda.log"):
+        caplog.set_level(logging.DEBUG, logger=logger)
+    fam = FAMILIES[name](root)
+    try:
+        yield fam
+    finally:
+        fam.close()
+    records = caplog.get_records("setup") + caplog.get_records("call")
+    texts = [r.getMessage() + (r.exc_text or "") for r in records]
+    leaked = [n for n, secret in enumerate(fam.secrets()) if any(secret in t for t in texts)]
+    assert not leaked, f"secret(s) {leaked} of {name} in the test's log records"
+
+
 @pytest.fixture(params=sorted(FAMILIES))
-def family(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    return FAMILIES[request.param](tmp_path)
+def family(
+    request: pytest.FixtureRequest, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> Iterator[Any]:
+    yield from _family(request.param, tmp_path, caplog)
 
 
 @pytest.fixture(params=ASYNC_FAMILIES)
-def async_family(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    return FAMILIES[request.param](tmp_path)
+def async_family(
+    request: pytest.FixtureRequest, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> Iterator[Any]:
+    yield from _family(request.param, tmp_path, caplog)
 
 
 @pytest.fixture(params=IDEMPOTENT_FAMILIES)
-def idempotent_family(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    return FAMILIES[request.param](tmp_path)
+def idempotent_family(
+    request: pytest.FixtureRequest, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> Iterator[Any]:
+    yield from _family(request.param, tmp_path, caplog)
 
 
 @pytest.fixture(params=DEFERRED_FAMILIES)
-def deferred_family(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    return FAMILIES[request.param](tmp_path)
+def deferred_family(
+    request: pytest.FixtureRequest, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> Iterator[Any]:
+    yield from _family(request.param, tmp_path, caplog)

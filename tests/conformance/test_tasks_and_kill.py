@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from harvester_edge.edge.lifecycle import LOOKUP_SINCE, TASK, attr
 from harvester_edge.edge.states import ERROR_PATTERNS, ErrorCode
 from harvester_edge.facilities.base import CancelOutcome
@@ -177,6 +179,11 @@ def test_kill_past_grace_watches_the_tag(family, clock):
 def test_kill_of_an_ended_job_known_only_by_its_tag(family):
     """The worker never got its job id (ambiguous submit, lookup failed) and the job has
     already ended: accounting confirms it, so the kill is done."""
+    if not family.finds_ended_jobs:
+        pytest.skip(
+            "the service finds jobs by name in its live list only (S3M has no job history "
+            "by name): a job that ended and left the queue cannot be found by its tag"
+        )
     sub, _, swp = family.plugins()
     ws = family.workspec(70)
     script_ambiguous_submit(family, sub, "created_then_502")

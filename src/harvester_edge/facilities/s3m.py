@@ -17,14 +17,17 @@ Interface (``facilities/base.py``), capabilities: none (a job id at once, no fil
 - ``poll``: one ``GET {prefix}/jobs`` (the whole live list, slurmctld shape, filtered here)
   and ``GET {prefix}/job/{id}`` (slurmdb shape: accounting) only for the ids gone from the
   list or final there, ``concurrency`` at a time (``passthrough.confirm_with_accounting``).
-  Concurrent callers share one list request (a list begun at most ``list_share_seconds``
-  before the call, and after the last cancel).
+  Callers share one list request: a list begun at most ``list_share_seconds``
+  (``listShareSeconds``) before the call or in flight when it came, and after the last
+  cancel; a list request that failed while a caller waited for it fails that caller too.
 - ``find`` and ``live_tags``: the same live list (for ``find`` one begun after the call),
   by name.  S3M has no job-history listing (its routes: ping, partitions, job/submit,
   job/{id}, jobs, nodes, reservations, diag), so a job that already left the live list
   (``MinJobAge`` after it ended, 5 minutes by default) is not found by its tag.
 - ``cancel``: ``DELETE {prefix}/job/{id}``, ``concurrency`` at a time; Slurm's "already
-  completing or completed" and "Invalid job id specified" are ``already_final``.
+  completing or completed" and "Invalid job id specified" are ``already_final``.  Per-job
+  requests (``job/{id}``, ``DELETE``) stop once one of a call's got no answer in time: a
+  silent service costs a call one timeout, not one per round of ``concurrency``.
 - ``health``: the public ``GET /olcf/v1alpha/status``: the resource not ``OPERATIONAL`` is
   unavailable, a downtime under way is a planned outage, the upcoming ones are ``outages``.
 
@@ -51,8 +54,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..config import Secret
+from ..edge.budget import CallBudget
 from ..edge.encoders import slurmrestd_job, slurmrestd_unmapped
-from ..edge.jobs import JobRecord, SubmitReceipt
+from ..edge.jobs import JobRecord, JobState, SubmitReceipt
 from ..edge.retry import RetryPolicy, Timeouts
 from ..edge.spec import JobSpec
 from ..errors import EdgeAPIError, EdgeAuthError, EdgeConfigError, EdgeNetworkError
@@ -129,7 +133,8 @@ class S3MSettings:
     token_check_seconds: float = 600.0
     #: after a refusal the token is not sent again for this long (seconds)
     refusal_backoff: float = 60.0
-    #: a ``GET .../jobs`` list begun this long before a poll is shared with it (seconds)
+    #: a ``GET .../jobs`` list begun this long before a poll is shared with it (seconds;
+    #: ``listShareSeconds``); 0: only a list in flight when the poll comes
     list_share_seconds: float = 5.0
     #: ``GET .../job/{id}`` and ``DELETE`` requests of one call in flight at once
     concurrency: int = 8
@@ -163,7 +168,7 @@ class S3MSettings:
                 f"must be an absolute path with only {{version}} and {{resource}} in it, "
                 f"got {self.path_prefix!r}",
             )
-        for key in ("token_margin", "token_check_seconds", "refusal_backoff"):
+        for key in ("token_margin", "token_check_seconds", "refusal_backoff", "list_share_seconds"):
             if getattr(self, key) < 0:
                 raise bad(_CAMEL[key], f"must be >= 0, got {getattr(self, key)}")
 
@@ -181,6 +186,7 @@ _CAMEL = {
     "token_margin": "tokenMarginSeconds",
     "token_check_seconds": "tokenCheckSeconds",
     "refusal_backoff": "authRefusalBackoffSeconds",
+    "list_share_seconds": "listShareSeconds",
 }
 
 
@@ -206,6 +212,7 @@ def settings_from_config(cfg: Any) -> S3MSettings:
         token_margin=cfg.tokenMarginSeconds,
         token_check_seconds=cfg.tokenCheckSeconds,
         refusal_backoff=cfg.authRefusalBackoffSeconds,
+        list_share_seconds=cfg.listShareSeconds,
         pool_size=cfg.submitConcurrency + cfg.queryConcurrency * 8 + 8,
     )
 
@@ -596,9 +603,11 @@ def _short(exc: EdgeAPIError) -> str:
 # --------------------------------------------------------------------------- the client
 @dataclass(frozen=True)
 class _JobList:
-    """One ``GET .../jobs`` answer (or its error), by job id; ``started`` is monotonic."""
+    """One ``GET .../jobs`` answer (or its error), by job id; ``started`` and ``ended`` are
+    monotonic."""
 
     started: float
+    ended: float
     records: dict[str, JobRecord] = field(default_factory=dict)
     error: EdgeAPIError | None = None
 
@@ -756,25 +765,31 @@ class S3MClient(FacilityClient):
         raise StatusError(f"{what}: the answer holds no job id{said}", 502, None, maybe_sent=True)
 
     # the live list --------------------------------------------------------------------------
-    def _job_list(self, max_age: float) -> dict[str, JobRecord]:
-        """The live list begun at most ``max_age`` seconds before this call (and after the
-        last cancel): concurrent callers share one request, and its error."""
+    def _job_list(self, max_age: float, *, join: bool = True) -> dict[str, JobRecord]:
+        """The live list begun at most ``max_age`` seconds before this call, or (``join``)
+        one that was in flight when the call came; never one begun before the last cancel.
+        Concurrent callers share one request, and its error: a list request that failed
+        while this call waited for it is this call's failure too (the service did not answer
+        this call either), so a silent service costs concurrent callers one timeout."""
         asked = time.monotonic()
         with self._list_lock:
             cached = self._list
-            if cached is not None and cached.started >= max(asked - max_age, self._stale_before):
-                if cached.error is not None:
+            if cached is not None and cached.started >= self._stale_before:
+                recent = cached.started >= asked - max_age
+                overlapped = cached.ended >= asked
+                if cached.error is not None and (recent or overlapped):
                     raise _copy(cached.error)
-                return cached.records
+                if cached.error is None and (recent or (join and overlapped)):
+                    return cached.records
             started = time.monotonic()
             try:
                 records = self._fetch_list()
             except EdgeAuthError:
                 raise  # the token's own back-off answers the next callers
             except EdgeAPIError as exc:
-                self._list = _JobList(started, error=exc)
+                self._list = _JobList(started, time.monotonic(), error=exc)
                 raise
-            self._list = _JobList(started, records)
+            self._list = _JobList(started, time.monotonic(), records)
             return records
 
     def _fetch_list(self) -> dict[str, JobRecord]:
@@ -823,13 +838,28 @@ class S3MClient(FacilityClient):
 
     def _history(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
         wanted = [j for j in job_ids if JOB_ID.match(j)]
-        results = run_bounded(self._one_job, wanted, self.settings.concurrency)
+        budget = self._fan_out_budget()
+        results = run_bounded(lambda j: self._one_job(j, budget), wanted, self.settings.concurrency)
         errors = [e for _, _, e in results if e is not None]
+        silent = [e for e in errors if isinstance(e, EdgeNetworkError) and e.silent]
         if errors:
-            raise errors[0]
+            raise (silent or errors)[0]
         return {j: r for j, r, _ in results if r is not None}
 
-    def _one_job(self, job_id: str) -> tuple[str, JobRecord | None, EdgeAPIError | None]:
+    def _fan_out_budget(self) -> CallBudget:
+        """One client call's per-job requests (``job/{id}``, ``DELETE``): once one of them
+        got no answer in time, the ones not started yet are not sent (the service is silent:
+        a call costs one timeout, not one per round of ``concurrency`` requests), and none
+        starts after the call's deadline."""
+        return CallBudget(self.settings.policy.deadline)
+
+    def _one_job(
+        self, job_id: str, budget: CallBudget
+    ) -> tuple[str, JobRecord | None, EdgeAPIError | None]:
+        spent = budget.spent()
+        if spent:
+            unasked = EdgeNetworkError(f"s3m job {job_id}: not asked: {spent}", maybe_sent=False)
+            return job_id, None, unasked
         try:
             answer = self.transport.request(
                 "GET", f"{self._prefix}/job/{job_id}", refusal=slurm_refusal
@@ -839,6 +869,7 @@ class S3MClient(FacilityClient):
                 return job_id, None, None
             return job_id, None, exc
         except EdgeAPIError as exc:
+            budget.note(exc)
             if exc.status == 404 and _no_such_job(str(exc)):
                 return job_id, None, None
             return job_id, None, exc
@@ -857,7 +888,8 @@ class S3MClient(FacilityClient):
             except ValueError:
                 continue
             # the per-job route is S3M's history (slurmdb): a final state there is confirmed
-            return job_id, replace(record, confirmed_final=record.state.is_final), None
+            record = replace(record, confirmed_final=record.state.is_final)
+            return job_id, _with_canceller(record, job), None
         errors = slurm_errors(answer)
         if errors and not _no_such_job(errors_text(errors)):
             return (
@@ -875,7 +907,7 @@ class S3MClient(FacilityClient):
         if not wanted:
             return {}
         found: dict[str, list[JobRecord]] = {}
-        for record in self._job_list(0.0).values():
+        for record in self._job_list(0.0, join=False).values():
             if record.name in wanted:
                 found.setdefault(record.name, []).append(record)
         return found
@@ -889,7 +921,10 @@ class S3MClient(FacilityClient):
     # cancel --------------------------------------------------------------------------------
     def cancel(self, job_ids: Sequence[str]) -> dict[str, CancelOutcome]:
         """``DELETE .../job/{id}`` per id, ``concurrency`` at a time.  Accepted; already final
-        (Slurm: already completing or completed, invalid job id); refused with the reason."""
+        (Slurm: already completing or completed, invalid job id); refused with the reason.
+        A ``DELETE`` not answered in time raises that ``EdgeNetworkError`` once the requests
+        in flight are done (the service is silent: the caller asks nothing more in its call;
+        Slurm shows the cancels that arrived on its next call)."""
         ids = _unique(job_ids)
         out = {
             i: CancelOutcome.refused(f"not a Slurm job id: {i[:40]!r}")
@@ -897,14 +932,25 @@ class S3MClient(FacilityClient):
             if not JOB_ID.match(i)
         }
         valid = [i for i in ids if i not in out]
+        budget = self._fan_out_budget()
+        silent: list[EdgeNetworkError] = []
         try:
-            results = run_bounded(self._cancel_one, valid, self.settings.concurrency)
+            results = run_bounded(
+                lambda j: self._cancel_one(j, budget, silent), valid, self.settings.concurrency
+            )
         finally:
             self._stale_before = time.monotonic()
+        if silent:
+            raise silent[0]
         out.update(dict(results))
         return out
 
-    def _cancel_one(self, job_id: str) -> tuple[str, CancelOutcome]:
+    def _cancel_one(
+        self, job_id: str, budget: CallBudget, silent: list[EdgeNetworkError]
+    ) -> tuple[str, CancelOutcome]:
+        spent = budget.spent()
+        if spent:
+            return job_id, CancelOutcome.refused(f"not asked: {spent}")
         try:
             answer = self.transport.request(
                 "DELETE", f"{self._prefix}/job/{job_id}", refusal=slurm_refusal
@@ -912,11 +958,23 @@ class S3MClient(FacilityClient):
         except RefusedError as exc:
             return job_id, _cancel_outcome(_short(exc))
         except EdgeAPIError as exc:
+            budget.note(exc)
+            if isinstance(exc, EdgeNetworkError) and exc.silent:
+                silent.append(exc)
             return job_id, CancelOutcome.refused(f"cancel failed: {exc}")
         problems = slurm_errors(answer) + _kill_errors(answer)
         if problems:
             return job_id, _cancel_outcome(errors_text(problems, 200))
         return job_id, CancelOutcome.accepted()
+
+
+def _with_canceller(record: JobRecord, job: Mapping[str, Any]) -> JobRecord:
+    """A cancelled job's record saying who cancelled it, as sacct's ``CANCELLED by <uid>``
+    does: slurmdb's ``kill_request_user`` (v0.0.41+)."""
+    user = str(job.get("kill_request_user") or "").strip()
+    if record.state is not JobState.CANCELED or not user or " by " in record.native:
+        return record
+    return replace(record, native=f"{record.native} by {user[:64]}")
 
 
 def _kill_errors(answer: Any) -> list[dict[str, Any]]:

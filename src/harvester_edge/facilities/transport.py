@@ -31,6 +31,9 @@ the allowed roots) the caller says so with ``forbidden=`` and a 403 is then an o
 Error taxonomy (after the retries the policy allows):
 
 - no connection / timeout: ``EdgeNetworkError`` (``maybe_sent`` when it may have arrived);
+  a request not answered in time is never sent again, idempotent or not: the service is
+  silent, and the plugin call's budget (``edge/budget.py``) answers "could not" for the rest
+  of the call at once, so a silent service holds a call for one timeout, not attempts x it;
 - 401/403 on an authenticated request: ``EdgeAuthError`` (see above);
 - 409 (conflict: a request with the same idempotency key still in flight), 429 and 5xx:
   ``StatusError``, transient, with ``Retry-After``; ``maybe_sent`` for a non-idempotent
@@ -463,13 +466,25 @@ class Transport:
             method, path, params, data, json, dict(headers or {}), idempotent, authenticated,
             forbidden, deadline_at, refusal, content, with_response,
         )  # fmt: skip
-        return call_with_retry(
-            lambda: self._send(call),
-            self.policy,
-            idempotent=idempotent,
-            retry_after_of=lambda e: getattr(e, "retry_after", None),
-            started=started,
-        )
+        try:
+            return call_with_retry(
+                lambda: self._attempt(call),
+                self.policy,
+                idempotent=idempotent,
+                retry_after_of=lambda e: getattr(e, "retry_after", None),
+                started=started,
+            )
+        except _Unanswered as unanswered:
+            raise unanswered.error from None
+
+    def _attempt(self, call: _Call) -> Any:
+        """One attempt; a timeout leaves the retry loop at once (see the module docstring)."""
+        try:
+            return self._send(call)
+        except EdgeNetworkError as exc:
+            if exc.maybe_sent and exc.silent:
+                raise _Unanswered(exc) from None
+            raise
 
     def _timeout(self, what: str, deadline_at: float) -> tuple[float, float]:
         """(connect, read) seconds for one attempt, capped by what is left of the call."""
@@ -553,6 +568,15 @@ class Transport:
             except ValueError:
                 raise EdgeAPIError(f"{what}: the answer is not JSON", status=status) from None
         return Reply(status, response.headers, body) if call.with_response else body
+
+
+class _Unanswered(Exception):
+    """A request not answered in time, carried past the retry loop (which retries only
+    ``EdgeAPIError``): the caller gets ``error`` after this one attempt."""
+
+    def __init__(self, error: EdgeNetworkError):
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True)

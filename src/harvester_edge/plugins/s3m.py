@@ -39,6 +39,9 @@ class S3MOptions(EdgeOptions):
     tokenMarginSeconds: float = 300.0
     tokenCheckSeconds: float = 600.0
     authRefusalBackoffSeconds: float = 60.0
+    #: a job list begun at most this long before a poll answers it too (seconds; 0: only a
+    #: list in flight when the poll comes, i.e. the chunks of one monitor call share one)
+    listShareSeconds: float = 5.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
