@@ -508,7 +508,7 @@ class IRIClient(FacilityClient):
         try:
             reply: Reply = self._request(
                 "POST", f"compute/job/{quote(rid, safe='')}", content=body, headers=headers,
-                idempotent=keyed, with_response=True,
+                idempotent=keyed, with_response=True, resend_unanswered=keyed,
             )  # fmt: skip
         except EdgeAuthError:
             raise
