@@ -81,7 +81,7 @@ from .iri_spec import (
     semantic_problems,
 )
 from .iri_states import FINAL, job_status
-from .loopback import NO_CONTENT, HttpRequest, LoopbackServer, Response
+from .loopback import NO_CONTENT, GatewayBook, HttpRequest, LoopbackServer, Response
 from .slurm import LocalSlurm, SlurmError
 
 __all__ = ["API_VERSIONS", "FILTER_KEYS", "IRIGateway", "main", "resource_id_for"]
@@ -405,7 +405,7 @@ def _page(items: list[Any], offset: int, limit: int) -> list[Any]:
 
 
 # ---------------------------------------------------------------------- the gateway
-class IRIGateway:
+class IRIGateway(GatewayBook):
     """Serve the DOE IRI compute and status API on loopback from a real Slurm cluster.
 
     :param resources: names of the compute resources served (ids: :func:`resource_id_for`).
@@ -543,28 +543,10 @@ class IRIGateway:
         """Forget a token (it then answers 401 like one never issued)."""
         self._tokens.revoke(token)
 
-    @property
-    def counters(self) -> Counter[str]:
-        """Copy of the per-route request counts (counted on arrival, before any fault)."""
-        with self._lock:
-            return Counter(self._counters)
-
-    def reset_counters(self) -> None:
-        with self._lock:
-            self._counters.clear()
-
-    @property
-    def jobs_created(self) -> list[str]:
-        """Slurm ids of every job this gateway submitted, in submit order."""
-        with self._lock:
-            return list(self._jobs_created)
-
     def state(self) -> dict[str, Any]:
-        """Knobs, counters and created jobs (``GET /_admin/state``)."""
+        """Knobs, counters and created jobs, and the served resources (``GET /_admin/state``)."""
         return {
-            "knobs": self.knobs.snapshot(),
-            "counters": dict(self.counters),
-            "jobs_created": self.jobs_created,
+            **super().state(),
             "resources": {r.name: r.id for r in self.resources},
         }
 

@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -231,3 +232,39 @@ class LoopbackServer:
             thread.join(timeout)
         self._server = None
         self._thread = None
+
+
+class GatewayBook:
+    """What every loopback gateway keeps for tests and the demo: per-route request counts and
+    the Slurm jobs it created.  The gateway sets ``_lock``, ``_counters``, ``_jobs_created``
+    and ``knobs`` in its constructor; ``state()`` is its ``GET /_admin/state`` answer, which a
+    gateway extends with its own keys."""
+
+    _lock: threading.Lock
+    _counters: Counter[str]
+    _jobs_created: list[str]
+    knobs: Any
+
+    @property
+    def counters(self) -> Counter[str]:
+        """Copy of the per-route request counts (counted on arrival, before any fault)."""
+        with self._lock:
+            return Counter(self._counters)
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self._counters.clear()
+
+    @property
+    def jobs_created(self) -> list[str]:
+        """Slurm ids of every job this gateway submitted, in submit order."""
+        with self._lock:
+            return list(self._jobs_created)
+
+    def state(self) -> dict[str, Any]:
+        """Knobs, counters and created jobs (``GET /_admin/state``)."""
+        return {
+            "knobs": self.knobs.snapshot(),
+            "counters": dict(self.counters),
+            "jobs_created": self.jobs_created,
+        }

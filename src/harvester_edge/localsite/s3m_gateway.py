@@ -72,7 +72,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from .faults import Knobs
-from .loopback import HttpRequest, LoopbackServer, Response
+from .loopback import GatewayBook, HttpRequest, LoopbackServer, Response
 from .s3m_auth import ProjectToken, ProjectTokenAuthority, TokenRefused, iso_z, write_token_file
 from .s3m_slurm import (
     ESLURM_ALREADY_DONE,
@@ -136,7 +136,7 @@ def _first(values: Mapping[str, list[str]], key: str, default: str = "") -> str:
     return got[0] if got else default
 
 
-class S3MGateway:
+class S3MGateway(GatewayBook):
     """Serve OLCF S3M's status, token and "Slurm indirect" routes on loopback, from real Slurm.
 
     :param resources: served compute resources and their API versions
@@ -263,28 +263,10 @@ class S3MGateway:
         }
         self.knobs.downtimes = [*self.knobs.downtimes, entry]
 
-    @property
-    def counters(self) -> Counter[str]:
-        """Copy of the per-route request counts (counted on arrival, before any fault)."""
-        with self._lock:
-            return Counter(self._counters)
-
-    def reset_counters(self) -> None:
-        with self._lock:
-            self._counters.clear()
-
-    @property
-    def jobs_created(self) -> list[str]:
-        """Slurm ids of every job this gateway submitted, in submit order."""
-        with self._lock:
-            return list(self._jobs_created)
-
     def state(self) -> dict[str, Any]:
-        """Knobs, counters and created jobs (``GET /_admin/state``)."""
+        """Knobs, counters and created jobs, and the served resources (``GET /_admin/state``)."""
         return {
-            "knobs": self.knobs.snapshot(),
-            "counters": dict(self.counters),
-            "jobs_created": self.jobs_created,
+            **super().state(),
             "resources": {k: list(v) for k, v in self.resources.items()},
             "prefixes": list(self.prefixes),
         }

@@ -54,7 +54,7 @@ from urllib.parse import parse_qs, unquote
 
 from .faults import Knobs
 from .files import MAX_DOWNLOAD, FileArea, OutsideRoots, SymlinkRefused
-from .loopback import HttpRequest, LoopbackServer, Response
+from .loopback import GatewayBook, HttpRequest, LoopbackServer, Response
 from .sfapi_auth import AuthError, TokenAuthority, load_client_key, make_client_key
 from .slurm import LocalSlurm, SlurmError, validate_jobids, validate_names
 from .tasks import TaskStore
@@ -149,7 +149,7 @@ def _truthy(value: str) -> bool:
     return value.strip().lower() in ("true", "1", "yes")
 
 
-class SFAPIGateway:
+class SFAPIGateway(GatewayBook):
     """Serve the SFAPI v1.2 subset ``sfapi_client`` 0.6 uses, on loopback, from real Slurm.
 
     :param machine: the one compute machine served (``/compute/jobs/{machine}``).
@@ -228,30 +228,6 @@ class SFAPIGateway:
     def register_client(self, client_id: str, public_key_pem: str | bytes) -> None:
         """Allow a client (id + public key of its key file) to obtain tokens."""
         self.auth.register_client(client_id, public_key_pem)
-
-    @property
-    def counters(self) -> Counter[str]:
-        """Copy of the per-route request counts (counted on arrival, before any fault)."""
-        with self._lock:
-            return Counter(self._counters)
-
-    def reset_counters(self) -> None:
-        with self._lock:
-            self._counters.clear()
-
-    @property
-    def jobs_created(self) -> list[str]:
-        """Slurm ids of every job this gateway submitted, in submit order."""
-        with self._lock:
-            return list(self._jobs_created)
-
-    def state(self) -> dict[str, Any]:
-        """Knobs, counters and created jobs (``GET /_admin/state``)."""
-        return {
-            "knobs": self.knobs.snapshot(),
-            "counters": dict(self.counters),
-            "jobs_created": self.jobs_created,
-        }
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, request: HttpRequest) -> Response | None:
