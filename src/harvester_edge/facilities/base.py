@@ -22,6 +22,7 @@ never used for "could not ask": that is an exception with ``transient=True``.
 from __future__ import annotations
 
 import abc
+import datetime
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,23 @@ from typing import ClassVar
 
 from ..edge.jobs import JobRecord, Resolution, SubmitReceipt
 from ..edge.spec import JobSpec
+
+
+def iso_epoch(value: object) -> float | None:
+    """An ISO 8601 time from a service (``2024-11-08T14:45:38Z``, an offset, or naive = UTC)
+    as epoch seconds; None for anything else (outage windows, token expiries)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
 
 
 @dataclass(frozen=True)

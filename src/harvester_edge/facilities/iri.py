@@ -36,7 +36,6 @@ Errors are RFC 7807 problems, read by the transport (``describe``) into our exce
 
 from __future__ import annotations
 
-import datetime
 import logging
 import re
 import threading
@@ -53,7 +52,15 @@ from ..edge.retry import RetryPolicy, Timeouts
 from ..edge.spec import JobSpec
 from ..errors import EdgeAPIError, EdgeAuthError, EdgeConfigError, EdgeNetworkError
 from .auth import SecretSource, StaticTokenAuth, fingerprint
-from .base import CancelOutcome, Capabilities, CredentialFacts, FacilityClient, Health, Outage
+from .base import (
+    CancelOutcome,
+    Capabilities,
+    CredentialFacts,
+    FacilityClient,
+    Health,
+    Outage,
+    iso_epoch,
+)
 from .transport import HttpxTransport, Reply, run_bounded
 
 log = logging.getLogger(__name__)
@@ -267,22 +274,6 @@ def record_of(job: Mapping[str, Any]) -> JobRecord:
     )
 
 
-def _when(value: Any) -> float | None:
-    """An ISO 8601 time (``Z`` or an offset; naive is UTC) as epoch seconds, else None."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        when = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return when.timestamp()
-
-
 def _unique(items: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(str(i) for i in items))
 
@@ -482,7 +473,7 @@ class IRIClient(FacilityClient):
                 and not any(str(u).rstrip("/").endswith(f"/{rid}") for u in uris)
             ):
                 continue
-            start, end = _when(row.get("start")), _when(row.get("end"))
+            start, end = iso_epoch(row.get("start")), iso_epoch(row.get("end"))
             if end is not None and end <= now:
                 continue
             text = str(row.get("name") or row.get("description") or "incident")

@@ -43,7 +43,6 @@ The token never appears in a log, an exception or a repr (only its ``sha256:`` f
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import re
@@ -61,7 +60,15 @@ from ..edge.retry import RetryPolicy, Timeouts
 from ..edge.spec import JobSpec
 from ..errors import EdgeAPIError, EdgeAuthError, EdgeConfigError, EdgeNetworkError
 from .auth import StaticTokenAuth, fingerprint, jwt_expiry, secret_values
-from .base import CancelOutcome, Capabilities, CredentialFacts, FacilityClient, Health, Outage
+from .base import (
+    CancelOutcome,
+    Capabilities,
+    CredentialFacts,
+    FacilityClient,
+    Health,
+    Outage,
+    iso_epoch,
+)
 from .passthrough import confirm_with_accounting, record_from_slurmrestd
 from .transport import (
     RefusedError,
@@ -294,20 +301,6 @@ def _no_such_job(text: str) -> bool:
 
 
 # --------------------------------------------------------------------------- the token
-def _iso_epoch(value: Any) -> float | None:
-    """An ISO 8601 time (``2024-11-08T14:45:38Z``) as epoch seconds; naive times are UTC."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        when = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return when.timestamp()
 
 
 def utc_text(epoch: float) -> str:
@@ -539,7 +532,7 @@ class ProjectToken:
         return TokenInfo(
             fp,
             self._clock(),
-            _iso_epoch(token.get("plannedExpiration")),
+            iso_epoch(token.get("plannedExpiration")),
             str(token.get("description") or "")[:120],
             str(token.get("project") or "")[:60],
         )
@@ -713,7 +706,7 @@ class S3MClient(FacilityClient):
                 continue
             if str(item.get("status") or "").upper() in _RUNNING_DOWNTIME:
                 continue  # a downtime that leaves the machine running jobs
-            start, end = _iso_epoch(item.get("start")), _iso_epoch(item.get("end"))
+            start, end = iso_epoch(item.get("start")), iso_epoch(item.get("end"))
             if start is None and end is None:
                 continue
             outage = Outage(
