@@ -26,10 +26,17 @@ import datetime
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from ..edge.jobs import JobRecord, Resolution, SubmitReceipt
 from ..edge.spec import JobSpec
+
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int) -> list[list[T]]:
+    """``items`` in consecutive pieces of at most ``size``: one bulk request each."""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 def iso_epoch(value: object) -> float | None:

@@ -59,6 +59,7 @@ from .base import (
     FacilityClient,
     Health,
     Outage,
+    chunks,
     iso_epoch,
 )
 from .transport import HttpxTransport, Reply, run_bounded
@@ -276,10 +277,6 @@ def record_of(job: Mapping[str, Any]) -> JobRecord:
 
 def _unique(items: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(str(i) for i in items))
-
-
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def cancel_outcome(exc: EdgeAPIError) -> CancelOutcome:
@@ -585,7 +582,7 @@ class IRIClient(FacilityClient):
     def poll(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
         """One bulk status request per 1000 ids, finished jobs included (``historical``)."""
         out: dict[str, JobRecord] = {}
-        for part in _chunks(_unique(job_ids), PAGE_LIMIT):
+        for part in chunks(_unique(job_ids), PAGE_LIMIT):
             keep = set(part)
             filters = {self.settings.id_filter_key: part}
             for r in self._statuses(filters, historical=True, wanted=keep):
@@ -596,7 +593,7 @@ class IRIClient(FacilityClient):
     def find(self, tags: Sequence[str]) -> dict[str, list[JobRecord]]:
         """Jobs named by these tags, live and ended, with their specs (for the names)."""
         found: dict[str, list[JobRecord]] = {}
-        for part in _chunks(_unique(tags), PAGE_LIMIT):
+        for part in chunks(_unique(tags), PAGE_LIMIT):
             keep = set(part)
             filters = {self.settings.name_filter_key: part}
             for r in self._statuses(filters, historical=True, include_spec=True):

@@ -49,7 +49,15 @@ from ..edge.jobs import JobRecord, Resolution, SubmitReceipt
 from ..edge.retry import RetryPolicy, Timeouts
 from ..edge.spec import JobSpec
 from ..errors import EdgeAPIError, EdgeAuthError, EdgeConfigError, EdgeNetworkError
-from .base import CancelOutcome, Capabilities, CredentialFacts, FacilityClient, Health, Outage
+from .base import (
+    CancelOutcome,
+    Capabilities,
+    CredentialFacts,
+    FacilityClient,
+    Health,
+    Outage,
+    chunks,
+)
 from .passthrough import confirm_with_accounting, record_from_row
 from .transport import NOT_SENT, HttpxTransport, run_bounded
 
@@ -473,11 +481,6 @@ def _kwargs(key: str, values: Sequence[str]) -> str:
     return f"{key}={','.join(values)}"
 
 
-def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
-    size = max(1, size)
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
-
-
 def _unique(items: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(str(i) for i in items))
 
@@ -750,7 +753,7 @@ class SFAPIClient(FacilityClient):
         valid = [i for i in ids if i not in out]
         rest: list[str] = []
         if valid and self.commands_refused is None:
-            parts = _chunks(valid, self.settings.cancel_chunk)
+            parts = chunks(valid, self.settings.cancel_chunk)
             runs = self._run_commands(["scancel " + " ".join(p) for p in parts])
             for part, run in zip(parts, runs, strict=True):
                 if run.state == "refused":
@@ -814,7 +817,7 @@ class SFAPIClient(FacilityClient):
         chosen = set(cat)
         download = [p for p in wanted if p not in chosen]
         if cat:
-            parts = _chunks(cat, self.settings.cat_chunk)
+            parts = chunks(cat, self.settings.cat_chunk)
             runs = self._run_commands(["cat " + " ".join(p) for p in parts])
             for part, run in zip(parts, runs, strict=True):
                 if run.state == "refused":

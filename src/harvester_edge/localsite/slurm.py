@@ -224,6 +224,10 @@ class LocalSlurm:
             proc = self._run(argv, stdin=script_text if script_path is None else None, cwd=cwd)
         except SlurmError as exc:
             return None, str(exc)
+        return self._submitted(proc)
+
+    def _submitted(self, proc: subprocess.CompletedProcess[str]) -> tuple[str | None, str | None]:
+        """(job id, None) from ``sbatch --parsable``'s answer, or (None, why)."""
         if proc.returncode != 0:
             return None, self._message(proc)
         first = (proc.stdout or "").strip().splitlines()
@@ -331,13 +335,7 @@ class LocalSlurm:
             )
         except SlurmError as exc:
             return None, str(exc)
-        if proc.returncode != 0:
-            return None, self._message(proc)
-        first = (proc.stdout or "").strip().splitlines()
-        jobid = first[0].split(";", 1)[0].strip() if first else ""
-        if not _JOBID_RE.match(jobid):
-            return None, f"unexpected sbatch output: {jobid[:80]!r}"
-        return jobid, None
+        return self._submitted(proc)
 
     def squeue_json(self, user_id: int | None = None) -> list[dict[str, Any]]:
         """The jobs of ``squeue --json`` (queued, running and just ended), optionally only

@@ -43,7 +43,7 @@ from ..edge.pilot_summary import EXIT_CVMFS, SUMMARY_FILE, PilotSummary, parse_s
 from ..edge.states import ErrorCode, Verdict, is_submit_limit, verdict_of
 from ..edge.watch import WATCH
 from ..errors import EdgeAPIError, EdgeNetworkError
-from ..facilities.base import Deferred, FacilityClient
+from ..facilities.base import Deferred, FacilityClient, chunks
 from ..harvester import PluginBase, WorkSpec
 from .base import LOG, EdgePlugin
 from .submitter import cancel_duplicates, submit_refusal
@@ -51,10 +51,6 @@ from .submitter import cancel_duplicates, submit_refusal
 Answer = tuple[str | None, str]
 
 CVMFS_PATTERN_TEXT = "wrapper got cvmfs repos issue"
-
-
-def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def could_not(idx: Sequence[int], answers: dict[int, Answer], what: str) -> None:
@@ -169,7 +165,7 @@ class EdgeMonitor(EdgePlugin, PluginBase):
 
     def _parallel(
         self,
-        parts: list[Sequence[int]],
+        parts: Sequence[Sequence[int]],
         work: Callable[[Sequence[int]], None],
         budget: CallBudget,
         answers: dict[int, Answer],

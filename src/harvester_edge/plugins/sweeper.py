@@ -28,10 +28,9 @@ from ..edge.jobs import JobRecord, Resolution
 from ..edge.lifecycle import AMBIGUOUS_AT, LOOKUP_SINCE, SUBMITTED_AT, TAG, TASK, attr
 from ..edge.watch import WATCH
 from ..errors import EdgeAPIError, EdgeNetworkError
-from ..facilities.base import CancelOutcome, Deferred, FacilityClient
+from ..facilities.base import CancelOutcome, Deferred, FacilityClient, chunks
 from ..harvester import BaseSweeper, WorkSpec
 from .base import LOG, EdgePlugin
-from .monitor import chunks
 
 Outcome = tuple[bool, str]
 
