@@ -1,6 +1,6 @@
 """The ``harvester-edge`` command: operators' tools and the local demo.
 
-harvester-edge demo            full local demo: real Slurm + loopback SFAPI, no account
+harvester-edge demo            every family on the loopback facility over real Slurm, no account
 harvester-edge cluster start   the local multi-node Slurm test cluster (root)
 harvester-edge gateway ...     run a loopback SFAPI gateway (its options: gateway --help)
 harvester-edge check-config F  load a queue config like Harvester, build our plugins (no I/O)
@@ -420,19 +420,34 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
+    from .localsite.families import pick
 
+    try:
+        families = pick(args.family)
+    except ValueError as exc:
+        print(f"harvester-edge demo: {exc}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("SLURM_CONF", "/tmp/hedge-slurm/etc/slurm.conf")
     if os.geteuid() == 0 and subprocess.call(["bash", cluster_script(), "start"]) != 0:
         return 1
-    os.environ.setdefault("SLURM_CONF", "/tmp/hedge-slurm/etc/slurm.conf")
-    return run_demo(Path(args.dir), cycles=args.max_cycles)
+    config = Path(args.config) if args.config else None
+    return run_demo(Path(args.dir), families, config, timeout=args.timeout)
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harvester-edge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="run the full local demo (needs root for Slurm)")
+    p = sub.add_parser(
+        "demo", help="every family on the loopback facility over local Slurm (root for Slurm)"
+    )
+    p.add_argument(
+        "--family",
+        action="append",
+        help="only this family (sfapi, s3m, iri-v2, iri-v1, or iri for both); repeatable",
+    )
+    p.add_argument("--config", help="queue config (default etc/panda_queueconfig.example.json)")
     p.add_argument("--dir", default="demo-run", help="where the demo keeps its files")
-    p.add_argument("--max-cycles", type=int, default=90)
+    p.add_argument("--timeout", type=float, default=300, help="seconds per family")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("cluster", help="the local Slurm test cluster")
     p.add_argument("action", choices=["start", "stop", "status", "env"])

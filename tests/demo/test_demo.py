@@ -1,0 +1,45 @@
+"""The README's first command: ``harvester-edge demo`` over the real Slurm cluster, every
+family, from the example queue config; it must end with its table and exit 0."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from harvester_edge import cli
+from harvester_edge.localsite.families import FAMILIES, pick
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "panda_queueconfig.example.json"
+
+
+@pytest.mark.slurm
+def test_demo_every_family(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = os.environ.get("HARVESTER_ID")
+    code = cli.main(["demo", "--dir", str(tmp_path / "demo"), "--config", str(EXAMPLE)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert os.environ.get("HARVESTER_ID") == before  # the session's id is given back
+    assert "demo OK" in out
+    for family in FAMILIES:
+        rows = [
+            line for line in out.splitlines() if re.match(rf"{family.name}\s+\d+\s+hedge-", line)
+        ]
+        assert len(rows) == 3, out
+        ends = [r for r in rows if "> finished" in r], [r for r in rows if "> cancelled" in r]
+        assert len(ends[0]) == 1 and len(ends[1]) == 1, rows
+        assert sum(1 for r in rows if re.search(r"> failed\s", r)) == 1, rows
+        match = re.search(rf"^{family.name}\s+(\d+) requests for 3 workers", out, re.M)
+        assert match and int(match.group(1)) > 0, out
+    sfapi = [line for line in out.splitlines() if line.startswith("sfapi ")]
+    assert any("4 (1 failed)" in line and "5663" in line for line in sfapi), sfapi
+
+
+def test_family_choice() -> None:
+    assert [f.name for f in pick(["iri"])] == ["iri-v2", "iri-v1"]
+    assert [f.name for f in pick(["s3m", "sfapi"])] == ["s3m", "sfapi"]
+    with pytest.raises(ValueError, match="unknown family 'gc'"):
+        pick(["gc"])
+    assert cli.main(["demo", "--family", "nope"]) == 2
