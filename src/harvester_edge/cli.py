@@ -3,7 +3,9 @@
 harvester-edge demo            every family on the loopback facility over real Slurm, no account
 harvester-edge cluster start   the local multi-node Slurm test cluster (root)
 harvester-edge gateway ...     run a loopback SFAPI gateway (its options: gateway --help)
-harvester-edge check-config F  load a queue config like Harvester, build our plugins (no I/O)
+harvester-edge check F         a queue config against the plugins' schema, every plugin built;
+                               --online, --render, --submit-test (check-config: alias)
+harvester-edge workers F Q     the facility's view of a queue's jobs (one bulk query)
 harvester-edge render F QUEUE  print the batch script a queue would submit
 """
 
@@ -367,15 +369,58 @@ class Checker:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    checker = Checker()
-    checker.check_file(args.file)
+    """``check`` (and its alias ``check-config``): offline first; exit 2 on any problem,
+    and then nothing is rendered, asked or submitted."""
+    from . import config_check as cc
+
+    checker = cc.EdgeChecker()
+    queue = getattr(args, "queue", None)
+    if queue is not None:
+        try:
+            config = json.loads(Path(args.file).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"ERROR  {args.file}: cannot read ({exc})")
+            return 2
+        if not isinstance(config, dict) or queue not in config:
+            print(f"ERROR  {args.file}: no queue {queue}")
+            return 2
+        if is_template(queue, config[queue]):
+            print(f"ERROR  {queue}: a template queue; check a queue that uses it")
+            return 2
+        checker.check_queue(queue, merged_queue(config, queue))
+    else:
+        checker.check_file(args.file)
+    if getattr(args, "harvester_cfg", None):
+        checker.check_harvester_cfg(args.harvester_cfg)
     for line in checker.lines:
         print(line)
     if checker.problems:
         print(f"{checker.problems} problem(s) in {args.file}")
         return 2
     print(f"{args.file}: no problems")
-    return 0
+    if not (getattr(args, "render", False) or getattr(args, "online", False)):
+        if not getattr(args, "submit_test", False):
+            return 0
+    config = json.loads(Path(args.file).read_text())
+    queues = cc.edge_queues(config, queue)
+    failed = False
+    for name in queues if getattr(args, "render", False) else []:
+        print(f"\n===== {name}: what worker 1 would be submitted with")
+        print(cc.render(config, name), end="")
+    for name in queues if getattr(args, "online", False) else []:
+        ok, text = cc.online(config, name)
+        print(f"{'online' if ok else 'ERROR '} {name}: {text}")
+        failed |= not ok
+    if getattr(args, "submit_test", False):
+        if queue is None:
+            print("--submit-test needs --queue (it submits a real job)", file=sys.stderr)
+            return 2
+        ok, lines = cc.submit_test(config, queue, timeout=args.timeout)
+        for line in lines:
+            print(f"submit-test {queue}: {line}")
+        print(f"submit-test {queue}: {'finished' if ok else 'FAILED'}")
+        failed |= not ok
+    return 1 if failed else 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -460,12 +505,26 @@ def make_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     p.set_defaults(func=cmd_gateway, gateway_args=[])
-    p = sub.add_parser(
-        "check-config",
-        help="load a queue config like Harvester and build every harvester-edge plugin",
-    )
-    p.add_argument("file")
-    p.set_defaults(func=cmd_check_config)
+    for command in ("check", "check-config"):
+        p = sub.add_parser(
+            command,
+            help="check a queue config against the plugins' schema and build every plugin"
+            + (" (alias of check)" if command == "check-config" else ""),
+        )
+        p.add_argument("file", help="the queue config (panda_queueconfig.json)")
+        p.add_argument("--harvester-cfg", help="also check panda_harvester.cfg's [credmanager]")
+        p.add_argument("--queue", help="only this queue")
+        p.add_argument(
+            "--online", action="store_true", help="ask each facility (status, credential)"
+        )
+        p.add_argument("--render", action="store_true", help="print what a worker would send")
+        p.add_argument(
+            "--submit-test",
+            action="store_true",
+            help="submit one short worker of --queue (no pilot) and follow it to its end",
+        )
+        p.add_argument("--timeout", type=float, default=900, help="submit-test: seconds to wait")
+        p.set_defaults(func=cmd_check_config)
     p = sub.add_parser("render", help="print the batch script of a queue's submitter")
     p.add_argument("file")
     p.add_argument("queue")

@@ -26,7 +26,7 @@ import datetime
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ..edge.jobs import JobRecord, Resolution, SubmitReceipt
 from ..edge.spec import JobSpec
@@ -186,6 +186,12 @@ class FacilityClient(abc.ABC):
         blindly: an ambiguous failure raises ``EdgeNetworkError(maybe_sent=True)`` or an
         ``EdgeAPIError`` with a 5xx status, and the caller looks the tag up (or, with
         ``idempotent_submit``, sends the same body with the same key again)."""
+
+    def submit_body(self, spec: JobSpec) -> str | dict[str, Any]:
+        """What ``submit`` sends for ``spec`` (no I/O): the Slurm script here; a service with
+        its own wire format returns that body (``harvester-edge check --render`` shows it).
+        Raises EdgeConfigError when the spec cannot be put in the service's format."""
+        return spec.script
 
     def resolve(self, handles: Sequence[str]) -> dict[str, Resolution]:
         """Resolve asynchronous submits in bulk; handles absent from the answer are unknown."""

@@ -482,10 +482,14 @@ class IRIClient(FacilityClient):
         return tuple(sorted(planned, key=lambda o: o.start)), unplanned
 
     # submit --------------------------------------------------------------------------------
+    def submit_body(self, spec: JobSpec) -> dict[str, Any]:
+        """The PSI/J job spec of ``spec`` (sent as canonical JSON bytes)."""
+        return psij_job_spec(spec)
+
     def submit(self, spec: JobSpec) -> SubmitReceipt:
         """Post the PSI/J spec; v2 with the tag as ``Idempotency-Key`` (see the module)."""
         try:
-            body = canonical_json(psij_job_spec(spec))
+            body = canonical_json(self.submit_body(spec))
         except EdgeConfigError as exc:
             raise EdgeAPIError(f"iri submit of {spec.tag}: cannot encode the job: {exc}") from None
         rid = self.resource_id()

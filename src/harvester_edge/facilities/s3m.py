@@ -719,10 +719,14 @@ class S3MClient(FacilityClient):
         return tuple(sorted(found, key=lambda o: o.start))
 
     # submit -------------------------------------------------------------------------------
+    def submit_body(self, spec: JobSpec) -> dict[str, Any]:
+        """The slurmrestd ``job/submit`` body of ``spec`` in the configured version and form."""
+        return slurmrestd_job(spec, self.settings.api_version, self.settings.submit_form)
+
     def submit(self, spec: JobSpec) -> SubmitReceipt:
         """Post the spec as slurmrestd JSON; the answer carries the job id at once."""
         try:
-            body = slurmrestd_job(spec, self.settings.api_version, self.settings.submit_form)
+            body = self.submit_body(spec)
         except EdgeConfigError as exc:
             raise EdgeAPIError(f"s3m submit: cannot encode job {spec.tag}: {exc}") from None
         unmapped = slurmrestd_unmapped(spec)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from ..edge import tags
 from ..edge.allocations import live_counts
@@ -61,6 +61,9 @@ def _binding_for(section: Mapping[str, Any]) -> FacilityBinding:
 class EdgeThrottler(PluginBase):
     """Queue config: ``"throttler": {"module": "harvester_edge.plugins.throttler",
     "name": "EdgeThrottler"}``; optional ``outageHorizonSeconds``."""
+
+    #: its own keys (plugins/schema.py); it reads the submitter's section for the rest
+    config_keys: ClassVar[dict[str, Any]] = {"outageHorizonSeconds": float}
 
     def __init__(self, **kwargs: Any) -> None:
         self.outageHorizonSeconds: float | None = None

@@ -1,0 +1,89 @@
+"""``check --online`` and ``check --submit-test`` against the loopback facility over the real
+Slurm cluster: the example queue pointed at a gateway, one short worker followed to
+``finished``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harvester_edge import cli
+from harvester_edge.demo import local_shape, loopback_queue
+from harvester_edge.edge.health import GATE
+from harvester_edge.facilities.registry import forget_clients
+from harvester_edge.localsite.families import FAMILIES, LoopbackFamily, LoopbackSite
+from harvester_edge.localsite.slurm import LocalSlurm
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "panda_queueconfig.example.json"
+
+
+@pytest.fixture(params=[f.name for f in FAMILIES if f.name in ("sfapi", "s3m", "iri-v2")])
+def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LoopbackFamily, Path]]:
+    family = next(f for f in FAMILIES if f.name == request.param)
+    config = json.loads(EXAMPLE.read_text())
+    slurm = LocalSlurm()
+    site: LoopbackSite = family.start(tmp_path, slurm, config[family.queue])
+    try:
+        (tmp_path / "site" / family.name).mkdir(parents=True)
+        ap = str(tmp_path / "harvester" / "${workerID}")
+        queue = loopback_queue(config, family.queue, site, local_shape(tmp_path, family.name), ap)
+        path = tmp_path / "queues.json"
+        path.write_text(json.dumps({family.queue: queue}))
+        forget_clients()
+        GATE.forget()
+        yield family, path
+    finally:
+        site.gateway.stop()
+        forget_clients()
+        GATE.forget()
+        if site.gateway.jobs_created:
+            try:
+                slurm.scancel(site.gateway.jobs_created)
+            except (OSError, subprocess.SubprocessError):
+                pass
+
+
+@pytest.mark.slurm
+def test_online_and_submit_test_reach_finished(
+    live: tuple[LoopbackFamily, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    family, path = live
+    q = family.queue
+    rc = cli.main(
+        ["check", str(path), "--queue", q, "--online", "--submit-test", "--timeout", "120"]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert any(
+        line.startswith(f"online {q}: ") and "authenticated request ok" in line
+        for line in out.splitlines()
+    ), out
+    assert f"submit-test {q}: finished" in out
+    assert "-> " not in out
+    states = [line for line in out.splitlines() if line.startswith(f"submit-test {q}: worker")]
+    assert "submit True" in states[0] and "finished" in "".join(states[1:]), states
+    assert "sweep True" in states[-1]
+
+
+@pytest.mark.slurm
+def test_online_names_a_refused_credential(
+    live: tuple[LoopbackFamily, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    family, path = live
+    config = json.loads(path.read_text())
+    common = config[family.queue]["common"]
+    secret = Path(common["keyFile"] if "keyFile" in common else common["token"][5:])
+    if family.name == "sfapi":
+        from harvester_edge.localsite.sfapi_gateway import make_client_key
+
+        make_client_key(secret)  # a key the gateway never registered
+    else:
+        secret.write_text("not-a-token-the-gateway-issued\n")
+    rc = cli.main(["check", str(path), "--queue", family.queue, "--online"])
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    assert f"ERROR  {family.queue}: " in out
