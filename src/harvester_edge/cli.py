@@ -5,7 +5,7 @@ harvester-edge cluster start   the local multi-node Slurm test cluster (root)
 harvester-edge gateway ...     run a loopback SFAPI gateway (its options: gateway --help)
 harvester-edge check F         a queue config against the plugins' schema, every plugin built;
                                --online, --render, --submit-test (check-config: alias)
-harvester-edge workers F Q     the facility's view of a queue's jobs (one bulk query)
+harvester-edge workers Q       the facility's view of a queue's jobs (--config F, --json)
 harvester-edge render F QUEUE  print the batch script a queue would submit
 """
 
@@ -449,6 +449,34 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_queue_config() -> str:
+    """Harvester's own queue config: ``$PANDA_HOME/etc/panda/panda_queueconfig.json``."""
+    return os.path.join(os.environ.get("PANDA_HOME", "/"), "etc/panda/panda_queueconfig.json")
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    from .errors import EdgeAPIError
+    from .workers_view import queue_client, render_json, render_table, worker_rows
+
+    path = args.config or default_queue_config()
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"cannot read the queue config {path}: {exc}", file=sys.stderr)
+        return 2
+    if args.queue not in config:
+        print(f"no queue {args.queue} in {path}", file=sys.stderr)
+        return 2
+    try:
+        client = queue_client(config, args.queue)
+        rows = worker_rows(client, args.queue, args.worker)
+    except (EdgeAPIError, NotImplementedError, TimeoutError, ValueError) as exc:
+        print(f"{args.queue}: {exc}", file=sys.stderr)
+        return 1
+    print(render_json(rows) if args.json else render_table(rows))
+    return 0
+
+
 def cluster_script() -> str:
     return str(resources.files("harvester_edge.localsite").joinpath("slurm-cluster.sh"))
 
@@ -525,6 +553,12 @@ def make_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--timeout", type=float, default=900, help="submit-test: seconds to wait")
         p.set_defaults(func=cmd_check_config)
+    p = sub.add_parser("workers", help="the facility's view of a queue's jobs (read only)")
+    p.add_argument("queue")
+    p.add_argument("--config", help="queue config (default $PANDA_HOME/etc/panda/...json)")
+    p.add_argument("--worker", type=int, action="append", help="also this (ended) worker id")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.set_defaults(func=cmd_workers)
     p = sub.add_parser("render", help="print the batch script of a queue's submitter")
     p.add_argument("file")
     p.add_argument("queue")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,3 +88,41 @@ def test_online_names_a_refused_credential(
     out = capsys.readouterr().out
     assert rc == 1, out
     assert f"ERROR  {family.queue}: " in out
+
+
+@pytest.mark.slurm
+def test_workers_shows_the_queue_jobs(
+    live: tuple[LoopbackFamily, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harvester_edge.harvester import WorkSpec
+    from harvester_edge.queue_config import build_plugin, plugin_section
+
+    family, path = live
+    q = family.queue
+    config = json.loads(path.read_text())
+    template = path.parent / "sleep.sh"
+    template.write_text(
+        "#!/bin/bash\n#SBATCH --job-name={jobName}\n{sbatchDirectives!raw}\nsleep 60\n"
+    )
+    config[q]["submitter"]["templateFile"] = str(template)
+    path.write_text(json.dumps(config))
+    ws = WorkSpec()
+    ws.workerID, ws.computingSite, ws.mapType, ws.nCore, ws.maxWalltime = 7, q, "NoJob", 1, 600
+    ws.accessPoint = str(path.parent / "harvester" / "7")
+    ok, message = build_plugin(plugin_section(q, config[q], "submitter")).submit_workers([ws])[0]
+    assert ok is True, message
+    deadline = time.monotonic() + 30
+    while True:
+        rc = cli.main(["workers", q, "--config", str(path), "--json"])
+        out = capsys.readouterr().out
+        assert rc == 0, out
+        rows = json.loads(out)
+        if rows or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert len(rows) == 1 and rows[0]["workerID"] == 7, rows
+    assert rows[0]["state"] in ("queued", "active") and rows[0]["batchID"]
+    assert rows[0]["tag"].endswith(f"-{q}-w7")
+    assert cli.main(["workers", q, "--config", str(path), "--worker", "8"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["workerID", "batchID", "state"] and len(table) == 2
