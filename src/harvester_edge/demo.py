@@ -33,7 +33,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from .edge.lifecycle import PILOTS, attr
+from .edge.lifecycle import BATCH_LOG_COPY, PILOTS, attr
 from .facilities.registry import forget_clients
 from .harvester import HAVE_HARVESTER, WorkSpec
 from .localsite.fake_cvmfs import make_fake_cvmfs
@@ -122,6 +122,8 @@ class DemoWorker:
     started: float = 0.0
     ended: float | None = None
     diag: str = ""
+    #: the batch log's copy handed to Harvester, read before the sweep deletes it
+    batch_log: str = "-"
 
     def note(self, status: str | None) -> bool:
         """Record a status; True when it changed."""
@@ -253,6 +255,8 @@ class FamilyRun:
             time.sleep(2)
 
     def _sweep(self, queue: Mapping[str, Any]) -> None:
+        for w in self.workers:
+            w.batch_log = log_text(w.ws)
         sweeper = self.plugin(queue, "sweeper")
         for w in self.workers:
             ok, message = sweeper.sweep_worker(w.ws)
@@ -285,9 +289,18 @@ def pilots_text(ws: WorkSpec) -> str:
     return f"{pilots.get('n', 0)} ({pilots.get('failed', 0)} failed)"
 
 
+def log_text(ws: WorkSpec) -> str:
+    """The batch log's copy handed to Harvester (``set_log_file``), by size."""
+    copy = attr(ws, BATCH_LOG_COPY)
+    if not copy or copy == "missing" or not os.path.exists(copy):
+        return str(copy or "-")
+    lines = len(Path(copy).read_text(encoding="utf-8", errors="replace").splitlines())
+    return f"{lines} lines"
+
+
 def table(runs: list[FamilyRun]) -> str:
     head = ("family", "worker", "tag", "batchID", "states seen", "pilots", "exit", "errorCode",
-            "time")  # fmt: skip
+            "time", "batch log")  # fmt: skip
     rows = [head]
     for run in runs:
         for w in run.workers:
@@ -297,7 +310,7 @@ def table(runs: list[FamilyRun]) -> str:
                 run.name, str(ws.workerID), str(attr(ws, "edgeTag") or "-"),
                 str(ws.batchID or "-"), " > ".join(w.states), pilots_text(ws),
                 "-" if ws.nativeExitCode is None else str(ws.nativeExitCode),
-                str(ws.errorCode or "-"), took,
+                str(ws.errorCode or "-"), took, w.batch_log,
             ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows)

@@ -224,9 +224,45 @@ except ImportError:
         def has_work_attribute(self, name: str) -> bool:
             return self.workAttributes is not None and name in self.workAttributes
 
+        def update_log_files_to_upload(
+            self,
+            file_path: str,
+            position: int,
+            remote_name: str | None = None,
+            stream_type: str | None = None,
+        ) -> None:
+            if self.logFilesToUpload is None:
+                self.logFilesToUpload = {}
+            if stream_type is not None:  # one file per stream: the newest replaces the older
+                for path, info in list(self.logFilesToUpload.items()):
+                    if info["stream_type"] == stream_type:
+                        del self.logFilesToUpload[path]
+            if file_path not in self.logFilesToUpload:
+                self.logFilesToUpload[file_path] = {
+                    "position": position, "remote_name": remote_name, "stream_type": stream_type,
+                }  # fmt: skip
+                self.force_update("logFilesToUpload")
+            elif self.logFilesToUpload[file_path]["position"] != position:
+                self.logFilesToUpload[file_path]["position"] = position
+                self.force_update("logFilesToUpload")
+
         def set_log_file(self, log_type: str, stream: str) -> None:
+            """Upstream: an ``http...`` URL is kept as the link; a local file is uploaded by
+            the propagator to PanDA's cache as ``<harvesterID>__<basename>`` and linked
+            there (the stand-in's cache URL: ``PANDA_CACHE_URL_R``)."""
             key = {"stdout": "stdOut", "stderr": "stdErr", "jdl": "jdl"}.get(log_type, "batchLog")
-            self.set_work_attributes({key: stream})
+            if stream.startswith("http"):
+                url = stream
+            else:
+                import os
+
+                remote = f"{harvester_id()}__{os.path.basename(stream)}"
+                cache = os.environ.get(
+                    "PANDA_CACHE_URL_R", "https://pandaserver.cern.ch:25443/cache"
+                )
+                url = f"{cache}/{remote}"
+                self.update_log_files_to_upload(stream, 0, remote, key)
+            self.set_work_attributes({key: url})
 
         def set_dialog_message(self, msg: str | None) -> None:
             if msg not in (None, ""):

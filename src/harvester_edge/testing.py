@@ -438,6 +438,16 @@ class FakeFacility(FacilityClient):
         with self._lock:
             return {p: self.files.get(p) for p in paths}
 
+    def read_tails(self, paths: Sequence[str], max_bytes: int) -> dict[str, str | None]:
+        """Like ``read_texts``, one request (counted as ``tail``), each text cut to size."""
+        from .facilities.tails import tail_of
+
+        fault = self._fault("tail")
+        self._raise_for("tail", fault)
+        with self._lock:
+            texts = {p: self.files.get(p) for p in paths}
+        return {p: None if t is None else tail_of(t, max_bytes) for p, t in texts.items()}
+
 
 # The fake family: the generic plugins bound to a named FakeFacility ----------------------
 _FACILITIES: dict[str, FakeFacility] = {}

@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 
-from harvester_edge.edge.lifecycle import PILOTS, attr
+from harvester_edge.edge.lifecycle import BATCH_LOG_COPY, PILOTS, attr
 from harvester_edge.edge.pilot_summary import SUMMARY_FILE
 from harvester_edge.edge.states import ERROR_PATTERNS, ErrorCode
 from harvester_edge.facilities.base import Health, Outage
 from harvester_edge.facilities.passthrough import SlurmState
 from harvester_edge.harvester import WorkSpec
+from harvester_edge.plugins.batch_log import facility_path
 
 from ._helpers import drive, kill, set_health, submit, work_dir_of
 
@@ -223,3 +225,41 @@ def test_summaries_read_in_one_request(family):
     answers = drive(mon, workers)
     assert [s for s, _ in answers] == [WorkSpec.ST_finished] * 50
     assert family.facility.requests["read"] == reads + 1
+
+
+# 13. batch logs in bulk -------------------------------------------------------------------
+def test_batch_logs_read_in_one_request_and_handed_to_harvester(family):
+    if not family.capabilities.files:
+        pytest.skip("the service gives no file access: no batch logs")
+    sub, mon, _ = family.plugins(chunkSize=10, batchLogMaxBytes=1024)
+    workers = tracked(family, mon, sub, range(1300, 1330))
+    logged = workers[:20]
+    for ws in logged:
+        family.facility.files[str(facility_path(ws))] = "x" * 5000 + f"end of {ws.workerID}\n"
+    for ws in workers:
+        family.facility.finish(ws.batchID)
+    tails = family.facility.requests["tail"]
+    answers = drive(mon, workers)
+    assert [s for s, _ in answers] == [WorkSpec.ST_finished] * 30
+    assert family.facility.requests["tail"] == tails + 1
+    for ws in logged:
+        local = Path(attr(ws, BATCH_LOG_COPY))
+        assert local.parent == Path(ws.get_access_point())
+        text = local.read_text()
+        assert len(text) == 1024 and text.endswith(f"end of {ws.workerID}\n")
+        assert ws.workAttributes["batchLog"].endswith(f"__{local.name}")
+        assert list(ws.logFilesToUpload) == [str(local)]
+    assert all(attr(ws, BATCH_LOG_COPY) == "missing" for ws in workers[20:])
+    assert all("batchLog" not in ws.workAttributes for ws in workers[20:])
+    drive(mon, workers)  # Harvester's second look: nothing read again
+    assert family.facility.requests["tail"] == tails + 1
+
+
+def test_batch_logs_off(family):
+    sub, mon, _ = family.plugins(fetchBatchLog=False)
+    workers = tracked(family, mon, sub, (1400,))
+    family.facility.finish(workers[0].batchID)
+    tails = family.facility.requests["tail"]
+    assert [s for s, _ in drive(mon, workers)] == [WorkSpec.ST_finished]
+    assert family.facility.requests["tail"] == tails
+    assert attr(workers[0], BATCH_LOG_COPY) is None

@@ -33,8 +33,10 @@ def test_demo_every_family(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         assert sum(1 for r in rows if re.search(r"> failed\s", r)) == 1, rows
         match = re.search(rf"^{family.name}\s+(\d+) requests for 3 workers", out, re.M)
         assert match and int(match.group(1)) > 0, out
-    sfapi = [line for line in out.splitlines() if line.startswith("sfapi ")]
+    sfapi = [line for line in out.splitlines() if re.match(r"sfapi\s+\d+\s+hedge-", line)]
     assert any("4 (1 failed)" in line and "5663" in line for line in sfapi), sfapi
+    # SFAPI gives file access: every worker's batch log went to Harvester (set_log_file)
+    assert all(re.search(r"\s\d+ lines$", line) for line in sfapi), sfapi
 
 
 def test_family_choice() -> None:

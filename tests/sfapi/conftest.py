@@ -54,6 +54,8 @@ class Site:
         return path
 
     def config(self, **overrides: Any) -> dict[str, Any]:
+        # the fixed part of remoteWorkDir exists at a site: the batch log goes there
+        (self.root / "work").mkdir(exist_ok=True)
         conf: dict[str, Any] = {
             "queueName": QUEUE,
             "siteName": QUEUE,

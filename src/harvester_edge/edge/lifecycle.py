@@ -36,6 +36,10 @@ SUBMITTED_AT = "edgeSubmittedAt"
 LOOKUP_SINCE = "edgeLookupSince"
 MISSING_SINCE = "edgeMissingSince"
 PILOTS = "edgePilots"
+#: the facility-side path of the batch job's output (Slurm's %j/%x patterns unexpanded)
+BATCH_LOG = "edgeBatchLog"
+#: where its tail was copied (or "missing"): read once
+BATCH_LOG_COPY = "edgeBatchLogCopy"
 
 
 class Phase(enum.Enum):
@@ -74,8 +78,11 @@ def job_id_of(ws: WorkSpec) -> str | None:
 
 
 # transitions ------------------------------------------------------------------------------
-def prepared(ws: WorkSpec, tag: str, work_dir: str) -> None:
-    ws.set_work_attributes({TAG: tag, WORK_DIR: work_dir})
+def prepared(ws: WorkSpec, tag: str, work_dir: str, batch_log: str = "") -> None:
+    attributes = {TAG: tag, WORK_DIR: work_dir}
+    if batch_log:
+        attributes[BATCH_LOG] = batch_log
+    ws.set_work_attributes(attributes)
 
 
 def sending(ws: WorkSpec) -> None:

@@ -224,5 +224,14 @@ class FacilityClient(abc.ABC):
         Only called when ``capabilities.files``."""
         return {}
 
+    def read_tails(self, paths: Sequence[str], max_bytes: int) -> dict[str, str | None]:
+        """The last ``max_bytes`` bytes of many (log) files: path -> text, None when the file
+        does not exist; absent: could not read now.  Only called when ``capabilities.files``.
+        Here: ``read_texts`` cut to size; a service that can cut on its side does so."""
+        from .tails import tail_of
+
+        texts = self.read_texts(paths)
+        return {p: None if t is None else tail_of(t, max_bytes) for p, t in texts.items()}
+
     def close(self) -> None:  # noqa: B027 (optional hook: most clients hold nothing)
         """Release connections (used by tests and the CLI)."""

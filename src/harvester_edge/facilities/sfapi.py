@@ -45,8 +45,10 @@ from authlib.oauth2.rfc7523 import private_key_jwt_sign
 from joserfc.jwk import RSAKey
 from sfapi_client._models import Outage as SfapiOutage
 
+from ..edge.directives import DIRECTIVE_VALUE
 from ..edge.jobs import JobRecord, Resolution, SubmitReceipt
 from ..edge.retry import RetryPolicy, Timeouts
+from ..edge.sbatch_header import read_header
 from ..edge.spec import JobSpec
 from ..errors import EdgeAPIError, EdgeAuthError, EdgeConfigError, EdgeNetworkError
 from .base import (
@@ -59,6 +61,7 @@ from .base import (
     chunks,
 )
 from .passthrough import confirm_with_accounting, record_from_row
+from .tails import split_tail_output, tail_command, tail_of
 from .transport import NOT_SENT, HttpxTransport, run_bounded
 
 log = logging.getLogger(__name__)
@@ -588,13 +591,20 @@ class SFAPIClient(FacilityClient):
                 found.append(outage)
         return tuple(sorted(found, key=lambda o: o.start))
 
+    def submit_body(self, spec: JobSpec) -> str:
+        """The spec's Slurm script, with ``#SBATCH --output=<spec.stdout_path>`` after its
+        first line when it names no output itself: sbatch would write ``slurm-<id>.out``
+        wherever SFAPI runs it, a directory nobody can name; so the batch log is where the
+        spec (and the monitor's batch-log copy) says, as S3M's and IRI's fields put it."""
+        return with_output(spec)
+
     def submit(self, spec: JobSpec) -> SubmitReceipt:
-        """Post the spec's Slurm script (SFAPI's encoding is the script itself); the answer
-        is a task, resolved by ``resolve``."""
+        """Post the spec's Slurm script (SFAPI's encoding is the script itself, with its
+        output named: ``submit_body``); the answer is a task, resolved by ``resolve``."""
         answer = self.transport.request(
             "POST",
             f"compute/jobs/{self.settings.machine}",
-            data={"job": spec.script, "isPath": "false"},
+            data={"job": self.submit_body(spec), "isPath": "false"},
             idempotent=False,
         )
         if not isinstance(answer, dict):
@@ -834,6 +844,35 @@ class SFAPIClient(FacilityClient):
             out.update(self._download_each(download))
         return out
 
+    def read_tails(self, paths: Sequence[str], max_bytes: int) -> dict[str, str | None]:
+        """The ends of many files: one ``tail -v -c N`` command per ``cat_chunk`` paths
+        (``tails.py`` splits the answer), its tasks polled together like ``read_texts``;
+        files the command cannot serve are downloaded one by one (``fallback_concurrency``
+        at a time) and cut here."""
+        wanted = _unique(paths)
+        out: dict[str, str | None] = {}
+        use_tail = self.commands_refused is None
+        tail = [p for p in wanted if use_tail and _CAT_SAFE.match(p) and not p.startswith("-")]
+        chosen = set(tail)
+        download = [p for p in wanted if p not in chosen]
+        if tail:
+            parts = chunks(tail, self.settings.cat_chunk)
+            runs = self._run_commands([tail_command(part, max_bytes) for part in parts])
+            for part, run in zip(parts, runs, strict=True):
+                if run.state == "refused":
+                    download += part
+                elif run.state == "done":
+                    result = run.result
+                    stdout = str(result.get("output") or "")
+                    stderr = str(result.get("error") or "")
+                    texts, unsplit = split_tail_output(part, stdout, stderr, max_bytes)
+                    out.update(texts)
+                    download += unsplit
+        if download:
+            whole = self._download_each(download)
+            out.update({p: None if t is None else tail_of(t, max_bytes) for p, t in whole.items()})
+        return out
+
     def _download_each(self, paths: list[str]) -> dict[str, str | None]:
         def one(path: str) -> tuple[str, str | None, bool]:
             try:
@@ -1008,6 +1047,24 @@ def parse_scancel(ids: Sequence[str], result: dict[str, Any]) -> dict[str, Cance
             if job not in named:
                 out[job] = CancelOutcome.refused(f"cancel failed: {unnamed[0][:200]}")
     return out
+
+
+def with_output(spec: JobSpec) -> str:
+    """``spec.script`` with an ``--output`` directive after the first line, unless the header
+    names one (or cannot be read), the spec has no output path or it is not a plain path."""
+    path = spec.stdout_path
+    if not path or not DIRECTIVE_VALUE.match(path) or spec.header_problem:
+        return spec.script
+    try:
+        if any(key in ("output", "error") for key, _ in read_header(spec.script)):
+            return spec.script
+    except EdgeConfigError:
+        return spec.script
+    first, newline, rest = spec.script.partition("\n")
+    line = f"#SBATCH --output={path}\n"
+    if not first.startswith("#!"):
+        return line + spec.script
+    return f"{first}{newline or chr(10)}{line}{rest}"
 
 
 def split_cat_output(

@@ -12,7 +12,8 @@ the task's ``result`` is a JSON string ``{"status": "ok"|"error", "output": <std
 "error": <stderr when the exit status is not 0, else null>, "exit_code": <int>}`` (the keys
 ``sfapi_client``'s ``Compute.run()`` reads).  Only a small allowlist runs, parsed with
 ``shlex`` and started with an argument list (never a shell): ``scancel`` with job ids (``N``,
-``N_M``, ``N+M``) and ``cat`` of files inside the gateway's file roots.  Anything else gets
+``N_M``, ``N+M``), ``cat`` of files inside the gateway's file roots and ``tail -v -c N --``
+of such files (the batch-log tails the monitor reads).  Anything else gets
 an error result with ``exit_code`` null (it never ran).
 
 Also like the real API: ``DELETE /tasks/{id}`` cancels a task that has not reported yet,
@@ -67,8 +68,9 @@ API_PREFIX = "/api/v1.2"
 TOKEN_PATH = "/oidc/token"
 KWARG_KEYS = ("jobid", "name", "user", "partition")
 #: Commands the command utility runs; everything else gets an error result.
-COMMANDS = ("cat", "scancel")
+COMMANDS = ("cat", "scancel", "tail")
 _CAT = next((c for c in ("/bin/cat", "/usr/bin/cat") if os.path.exists(c)), "cat")
+_TAIL = next((c for c in ("/usr/bin/tail", "/bin/tail") if os.path.exists(c)), "tail")
 _COMMAND_TIMEOUT = 30.0
 _COMMAND_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 
@@ -545,6 +547,8 @@ class SFAPIGateway(GatewayBook):
             return partial(self._run_scancel, ids)
         if name == "cat":
             return partial(self._run_cat, self._cat_args(args))
+        if name == "tail":
+            return partial(self._run_tail, self._tail_args(args))
         allowed = ", ".join(COMMANDS)
         raise _Refused(f"{name[:40]}: command not allowed on this gateway (allowed: {allowed})")
 
@@ -571,6 +575,37 @@ class SFAPIGateway(GatewayBook):
         if total > MAX_DOWNLOAD:
             raise _Refused(f"cat: files larger than {MAX_DOWNLOAD} bytes in total")
         return args
+
+    def _tail_args(self, args: list[str]) -> list[str]:
+        """Only ``tail -v -c N -- FILE...`` (the client's form), files confined like cat's."""
+        if len(args) < 5 or args[:2] != ["-v", "-c"] or not args[2].isdigit() or args[3] != "--":
+            raise _Refused("tail: only 'tail -v -c N -- FILE...' is allowed here")
+        for arg in args[4:]:
+            try:
+                path = self.files.resolve(arg)
+            except OutsideRoots as exc:
+                raise _Refused(f"tail: {exc}") from None
+            if path.exists() and not path.is_file():
+                raise _Refused(f"tail: {arg[:80]}: not a regular file")
+        return args
+
+    def _run_tail(self, args: list[str]) -> dict[str, Any]:
+        try:
+            proc = subprocess.run(
+                ["tail", *args],  # argv[0] "tail": its messages read "tail: ..."
+                executable=_TAIL,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                cwd=self.files.home,
+                env=_COMMAND_ENV,
+                timeout=_COMMAND_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return _refused(f"tail timed out after {_COMMAND_TIMEOUT:g} s")
+        except OSError as exc:
+            return _refused(f"tail could not run: {exc.strerror or exc}")
+        return _command_result(proc.returncode, _text(proc.stdout), _text(proc.stderr))
 
     def _run_cat(self, args: list[str]) -> dict[str, Any]:
         # The real cat, with the arguments as typed (its messages name them so) from the

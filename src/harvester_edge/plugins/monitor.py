@@ -46,6 +46,7 @@ from ..errors import EdgeAPIError, EdgeNetworkError
 from ..facilities.base import Deferred, FacilityClient, chunks
 from ..harvester import PluginBase, WorkSpec
 from .base import LOG, EdgePlugin
+from .batch_log import fetch_batch_logs
 from .submitter import cancel_duplicates, submit_refusal
 
 Answer = tuple[str | None, str]
@@ -458,6 +459,7 @@ class EdgeMonitor(EdgePlugin, PluginBase):
             if i in wanted and wanted[i] in texts:
                 ws.set_work_attributes({PILOTS: self._pilots(ws, texts[wanted[i]])})
             self._final(ws, self._with_pilot_summary(ws, verdict), answers, i)
+        fetch_batch_logs(client, self.edge_options, [workers[i] for i, _ in finals])
 
     @staticmethod
     def _pilots(ws: WorkSpec, text: str | None) -> dict[str, Any]:

@@ -51,6 +51,14 @@ class EdgeOptions:
     #: sweeper: the messenger's access-point template (put it in the queue's ``common``
     #: block); sweep_worker deletes only real directories strictly inside its fixed part
     accessPoint: str = ""
+    #: monitor: when a worker ends, copy the end of its batch job's output file (``#SBATCH
+    #: --output``, else ``<submit dir>/<tag>.out``) into its access point and hand it to
+    #: Harvester with ``set_log_file("batch_log", path)``: Harvester uploads it to PanDA's
+    #: cache and the PanDA monitor links it.  Only where the facility gives file access
+    #: (SFAPI); read in bulk (one ``tail`` per chunk of workers); false: never read
+    fetchBatchLog: bool = True
+    #: how many bytes of the batch log's end are kept (1 KiB to 16 MiB)
+    batchLogMaxBytes: int = 256 * 1024
 
     def __post_init__(self) -> None:
         check(self.chunkSize >= 1, "chunkSize", f"must be >= 1, got {self.chunkSize}")
@@ -71,6 +79,11 @@ class EdgeOptions:
             1 <= self.queryConcurrency <= 16,
             "queryConcurrency",
             f"must be between 1 and 16, got {self.queryConcurrency}",
+        )
+        check(
+            1024 <= self.batchLogMaxBytes <= 16 * 1024 * 1024,
+            "batchLogMaxBytes",
+            f"must be between 1024 and 16777216, got {self.batchLogMaxBytes}",
         )
         check(self.retryAttempts >= 1, "retryAttempts", f"must be >= 1, got {self.retryAttempts}")
         check(

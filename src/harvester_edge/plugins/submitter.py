@@ -140,7 +140,10 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
         work_dir = self._batch.worker_dir(hid, ws.workerID, queue)
         worker = WorkerInfo.from_workspec(ws, harvester_id=hid, job_name=tag, work_dir=work_dir)
         spec = build_job_spec(self._batch, worker)
-        lc.prepared(ws, tag, work_dir)
+        batch_log = spec.stdout_path
+        if batch_log and not batch_log.startswith("/") and spec.submit_dir:
+            batch_log = f"{spec.submit_dir.rstrip('/')}/{batch_log}"  # the job's start dir
+        lc.prepared(ws, tag, work_dir, batch_log if batch_log.startswith("/") else "")
         return spec
 
     def _apply_allocation_cap(
