@@ -387,7 +387,10 @@ def submit_test(
                 conf.update(override)
             return build_plugin(conf)
 
-        if isinstance(queue.get("throttler"), dict):
+        throttler = queue.get("throttler")
+        if isinstance(throttler, dict) and str(throttler.get("module", "")).startswith(
+            "harvester_edge."
+        ):
             view = SimpleNamespace(
                 queueName=name,
                 submitter={**plugin_section(name, queue, "submitter"), **override},
