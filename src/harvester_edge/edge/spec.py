@@ -75,7 +75,8 @@ class JobSpec:
 
 
 def build_job_spec(batch: BatchConfig, worker: WorkerInfo) -> JobSpec:
-    """The job spec of one worker; its ``script`` is byte for byte what SFAPI has been sent.
+    """The job spec of one worker; its ``script`` is what sbatch gets (SFAPI adds only an
+    ``#SBATCH --output`` line naming ``stdout_path`` when the script names no output).
 
     Values the renderer refuses (a newline in a worker field, a bad ``jobName`` or work dir)
     raise the renderer's errors here.  ``walltime_s`` is in whole minutes (Slurm's unit, 0 =
