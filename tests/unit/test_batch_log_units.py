@@ -95,3 +95,22 @@ def test_no_file_access_no_read(tmp_path: Path) -> None:
     ws.accessPoint = str(tmp_path / "ap")
     fetch_batch_logs(fake, EdgeOptions(), [ws])
     assert BATCH_LOG_COPY not in ws.workAttributes and not (tmp_path / "ap").exists()
+
+
+def test_sfapi_scripts_name_their_output() -> None:
+    from harvester_edge.edge.spec import JobSpec
+    from harvester_edge.facilities.sfapi import with_output
+
+    def spec(script: str, out: str = "/base/t.out") -> JobSpec:
+        return JobSpec(tag="t", script=script, work_dir="/base/1", nodes=1, walltime_s=60,
+                       stdout_path=out)  # fmt: skip
+
+    script = "#!/bin/bash\n#SBATCH --job-name=t\necho hi\n"
+    assert with_output(spec(script)) == (
+        "#!/bin/bash\n#SBATCH --output=/base/t.out\n#SBATCH --job-name=t\necho hi\n"
+    )
+    named = "#!/bin/bash\n#SBATCH -o /x/%j.out\necho hi\n"
+    assert with_output(spec(named)) == named  # the template's own choice stands
+    assert with_output(spec(script, out="")) == script
+    assert with_output(spec(script, out="/has space/t.out")) == script
+    assert with_output(spec("echo hi\n")) == "#SBATCH --output=/base/t.out\necho hi\n"
