@@ -43,8 +43,10 @@ The answers are the wire shapes of the loopback gateway (``localsite/iri_gateway
 Every route wants the double's token (``token``, ``write_token``), else 401; the fake's
 ``credential_answer``: a ``problem`` refuses the token (401), a past ``expires_at`` too.
 The token is a JWT whose ``exp`` is the credential's ``expires_at`` (else ``token_lifetime``
-from now): the client reads the expiry from the token itself, so the double writes the token
-file again (``sync_token``, on every request) when the fake's expiry changes.  Errors are
+from now): the client reads the expiry from the token itself, so the double writes a new
+token to the file (``sync_token``) as soon as the fake's expiry is set to another value (as a
+credential manager replaces the file); a token the service refused is only known to the
+client from a 401 (IRI has no introspection route).  Errors are
 RFC 7807 problems ``{type, title, status, detail, instance}``.  Faults scripted on the fake
 (``FakeFacility.FAULTS``) become what an IRI facility would answer: a network fault is raised
 from ``httpx`` (``connect`` -> ``ConnectError``, not sent; ``timeout``/``hang`` ->
@@ -80,7 +82,8 @@ import respx
 from .edge.spec import JobSpec
 from .errors import EdgeAPIError, EdgeAuthError, EdgeConfigError, EdgeNetworkError
 from .facilities import iri as iri_client
-from .facilities.base import CancelOutcome, Deferred, Health, Outage
+from .facilities.base import CancelOutcome, CredentialFacts, Deferred, Health, Outage
+from .facilities.passthrough import SlurmState
 from .localsite.iri_spec import SpecInvalid, parse_job_spec
 from .localsite.iri_states import job_status
 from .localsite.s3m_auth import write_token_file
@@ -158,6 +161,29 @@ def _row(job: FakeJob, accounting: bool) -> dict[str, str]:
     return row
 
 
+def _shape(job: FakeJob, in_queue: bool, accounted: bool) -> str | None:
+    """Where the gateway reads the job from: ``squeue`` (the live set: queued and running
+    jobs; ``squeue -u`` lists no ended job), ``sacct`` (an ended job, once accounting has it:
+    only with ``historical=true``), or nowhere (ended and not in accounting yet)."""
+    if in_queue and not job.state.is_final:
+        return "squeue"
+    if accounted:
+        return "sacct"
+    return None
+
+
+def _job_status(job: FakeJob, shape: str) -> dict[str, Any]:
+    """The gateway's ``JobStatus`` of the fake's job.  A state the fake marks unreadable
+    (``SlurmState.UNKNOWN``, e.g. ``BURST_BUF+``) is answered as that word in ``state``, as a
+    facility outside the spec's seven states would: what the client must not misread (the
+    gateway itself reports such a Slurm state as ``queued``, naming it in the message)."""
+    status = job_status(_row(job, shape == "sacct"), shape, job.name)
+    if job.state is SlurmState.UNKNOWN:
+        word = job.state_text or "unknown"
+        status.update(state=word.lower(), message=f"Slurm state {word}")
+    return status
+
+
 def _spec_of(body: dict[str, Any]) -> JobSpec:
     """The job spec as the PSI/J body carried it (what the fake records as the job)."""
     args = body.get("arguments") or []
@@ -221,7 +247,7 @@ class IRIDouble:
     ) -> None:
         if api_version not in iri_client.API_VERSIONS:
             raise ValueError(f"IRI API version must be v1 or v2, got {api_version!r}")
-        self.facility = facility
+        self._facility = facility
         self.api_version = api_version
         self.base_url = f"{api_url.rstrip('/')}/{api_version}"
         self.resource = resource
@@ -243,9 +269,28 @@ class IRIDouble:
         self._specs: dict[str, dict[str, Any]] = {}
         self._mock: respx.MockRouter | None = None
         self._encoder: Any = None
+        facility.watch_credential(self._credential_changed)
 
     def __repr__(self) -> str:
         return f"IRIDouble({self.base_url!r}, resource={self.resource!r})"
+
+    @property
+    def facility(self) -> FakeFacility:
+        """The scheduler behind the routes; another one may be put in (its credential then
+        decides the token, written again at once)."""
+        return self._facility
+
+    @facility.setter
+    def facility(self, facility: FakeFacility) -> None:
+        if facility is self._facility:
+            return
+        self._facility = facility
+        facility.watch_credential(self._credential_changed)
+        self.sync_token()
+
+    def _credential_changed(self, facts: CredentialFacts) -> None:
+        if self._facility.credential_answer is facts:  # not a scheduler replaced since
+            self.sync_token()
 
     # ------------------------------------------------------------------ set-up
     def options(self) -> dict[str, Any]:
@@ -332,7 +377,6 @@ class IRIDouble:
         def answer(request: httpx.Request) -> httpx.Response:
             with self._lock:
                 self.calls[route] += 1
-            self.sync_token()
             try:
                 self._authenticate(request)
                 return handler(request)
@@ -557,23 +601,10 @@ class IRIDouble:
                     continue
                 if names is not None and job.name not in names:
                     continue
-                in_queue = fake._in_queue(job, now)
-                accounted = fake._in_accounting(job, now)
-                final = job.state.is_final
-                if not historical:
-                    shape = "squeue" if in_queue and not final else None
-                elif operation == "find":
-                    shape = "squeue" if in_queue else "sacct" if accounted else None
-                elif accounted and (final or not in_queue):
-                    shape = "sacct"
-                else:
-                    shape = "squeue" if in_queue else None
-                if shape is None:
+                shape = _shape(job, fake._in_queue(job, now), fake._in_accounting(job, now))
+                if shape is None or (shape == "sacct" and not historical):
                     continue
-                doc: dict[str, Any] = {
-                    "id": job.job_id,
-                    "status": job_status(_row(job, shape == "sacct"), shape, job.name),
-                }
+                doc: dict[str, Any] = {"id": job.job_id, "status": _job_status(job, shape)}
                 if include_spec and job.job_id in self._specs:
                     doc["job_spec"] = self._specs[job.job_id]
                 docs.append(doc)

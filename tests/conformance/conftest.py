@@ -21,7 +21,9 @@ gives:
 - ``workspec(worker_id, **fields)``: a WorkSpec as Harvester's worker maker makes it;
 - ``capabilities`` (its client's; tests branch on these only), ``profile`` (the
   ``testing.PROFILES`` entry it declares), ``finds_ended_jobs`` (its ``find`` also sees jobs
-  that already left the live queue: accounting or history by name) and ``close()``.
+  that already left the live queue: accounting or history by name),
+  ``queue_shows_ended_jobs`` (its ``poll`` may answer a job that ended from the live queue,
+  before accounting confirms it) and ``close()``.
 
 Process-wide state (shared clients, health cache, submit limits, orphan watch, allocation
 book, throttler bindings, registered fakes) is reset around every test; plugin time
@@ -99,6 +101,8 @@ class FakeFamily:
 
     #: ``find`` sees jobs that left the live queue too (the fake looks in its accounting)
     finds_ended_jobs = True
+    #: a job that ended shows in the queue (unconfirmed) until accounting has it
+    queue_shows_ended_jobs = True
 
     def __init__(self, root: Path, *, profile: str) -> None:
         self.root = root
@@ -275,6 +279,8 @@ class IRIClientFamily(FakeFamily):
     submitter_name = "IRISubmitter"
     #: the bulk status with ``historical=true`` answers finished jobs by name too
     finds_ended_jobs = True
+    #: the live set (``historical=false``) holds no ended job: its history is the only word
+    queue_shows_ended_jobs = False
     api_version = "v2"
 
     def __init__(self, root: Path, *, profile: str | None = None) -> None:
