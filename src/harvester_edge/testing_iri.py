@@ -34,9 +34,12 @@ The answers are the wire shapes of the loopback gateway (``localsite/iri_gateway
   the filter body ``{"id": [...]}`` (the fake's ``query``), ``{"name": [...]}`` (``find``) or
   none (``live``), each job as the gateway shapes it (``status: {state, time, message,
   exit_code, meta_data: {name, slurm_state, ...}}``; PSI/J states from the fake's Slurm
-  states, Slurm's words in the message: ``Slurm state TIMEOUT, exit code 0:0``).  A job still
-  in the fake's queue has its squeue shape, a job in its accounting its sacct shape (as the
-  fake's ``poll``/``find`` choose); ``historical=false`` leaves finished jobs out.
+  states, Slurm's words in the message: ``Slurm state TIMEOUT, exit code 0:0``).  As at the
+  gateway, the live set is the fake's queued and running jobs (squeue shape: ``squeue -u``
+  lists no ended job, so an ended job still lingering in the fake's queue is not in it);
+  ``historical=true`` adds the ended jobs accounting has (sacct shape, with the exit code);
+  an ended job accounting does not have yet is in neither.  A state the fake marks
+  unreadable (``SlurmState.UNKNOWN``) is answered as its own word, outside PSI/J's seven.
 - ``DELETE /compute/cancel/{rid}/{id}``: ``fake.cancel``: accepted or already ended -> 204
   (the gateway does not signal a finished job); unknown -> 404; refused -> 400 problem.
 
