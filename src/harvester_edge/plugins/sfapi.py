@@ -20,10 +20,14 @@ from .sweeper import EdgeSweeper
 
 @dataclass(frozen=True, kw_only=True)
 class SFAPIOptions(EdgeOptions):
+    #: the SFAPI machine name (``perlmutter``, ...)
     machine: str = "perlmutter"
+    #: SFAPI base URL
     apiUrl: str = DEFAULT_API_URL
+    #: OAuth2 token endpoint of the Iris client
     tokenUrl: str = DEFAULT_TOKEN_URL
-    #: Iris client key file: client id on the first line, then the private key; mode 0600
+    #: (required) Iris client key file: client id on the first line, then the private key;
+    #: mode 0600
     keyFile: str = ""
     #: after the facility refused the credential, no request is made for this long
     authRefusalBackoffSeconds: float = 60.0
