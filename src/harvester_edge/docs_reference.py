@@ -89,7 +89,13 @@ def type_name(hint: Any) -> str:
     if typing.get_origin(hint) in (list, tuple):
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         return f"list of {type_name(args[0])}s" if args else "list"
-    words = {bool: "boolean", int: "integer", float: "number", str: "string", Secret: "secret reference"}
+    words = {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        Secret: "secret reference",
+    }
     return words.get(hint, getattr(hint, "__name__", str(hint)))
 
 
@@ -97,7 +103,10 @@ def default_text(field: dataclasses.Field[Any]) -> str:
     """The default as an operator writes it in JSON; no default shown as required."""
     if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
         return "required"
-    value = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+    if field.default is not dataclasses.MISSING:
+        value = field.default
+    else:
+        value = field.default_factory()  # type: ignore[operator]
     if value is None or value == "":
         return "—"
     if isinstance(value, bool):
@@ -236,7 +245,9 @@ def render() -> str:
 
 def undocumented() -> list[str]:
     """``Options.key`` for every key without a ``#:`` meaning (the tests want none)."""
-    missing = [f"EdgeOptions.{k.name}" for k in keys_of(EdgeOptions, False) if k.meaning == NO_MEANING]
+    missing = [
+        f"EdgeOptions.{k.name}" for k in keys_of(EdgeOptions, False) if k.meaning == NO_MEANING
+    ]
     for fam in families():
         missing += [
             f"{fam.options.__name__}.{k.name}"

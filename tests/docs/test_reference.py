@@ -61,8 +61,10 @@ def test_each_field_is_on_the_page_with_its_default(options: type[EdgeOptions]) 
     """Read the page back: every field with its default, independent of the renderer."""
     tables = rows((DOCS / docs_reference.PAGE).read_text(encoding="utf-8"))
     common = tables["Every family (`EdgeOptions`)"]
-    own = common if options is EdgeOptions else next(
-        t for s, t in tables.items() if f"(`{options.__name__}`)" in s
+    own = (
+        common
+        if options is EdgeOptions
+        else next(t for s, t in tables.items() if f"(`{options.__name__}`)" in s)
     )
     base = {f.name: f.default for f in dataclasses.fields(EdgeOptions)}
     for f in dataclasses.fields(options):
@@ -79,7 +81,7 @@ def test_each_field_is_on_the_page_with_its_default(options: type[EdgeOptions]) 
         else:
             shown = str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
             shown = shown[:-2] if shown.endswith(".0") else shown
-            assert default.split(" (common")[0].strip("`\"") == shown, (f.name, default)
+            assert default.split(" (common")[0].strip('`"') == shown, (f.name, default)
 
 
 def test_type_words() -> None:
