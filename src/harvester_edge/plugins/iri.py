@@ -1,6 +1,7 @@
 """DOE IRI Facility API plugins: the generic plugins bound to ``IRIClient`` (API v1 and v2).
 
-Queue config example: etc/panda_queueconfig.example.json.  Options: docs/configuration.md;
+Queue config example: etc/panda_queueconfig.example.json.  Options: docs/queue-config.md
+(generated from the ``#:`` comments here);
 wire format and behaviour: docs/iri.md.
 """
 

@@ -1,7 +1,9 @@
 """Options every edge plugin family understands (queue-config keys, camelCase like Harvester).
 
 A family's options dataclass extends ``EdgeOptions`` with its endpoint and credential keys.
-Documented with defaults in docs/configuration.md.
+The ``#:`` comment above a field is its meaning: docs/queue-config.md is generated from
+these classes (``python -m harvester_edge.docs_reference``) and tests/docs fails when a field
+has none or the page is stale.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """OLCF S3M plugins: the generic plugins bound to ``S3MClient``.
 
-Queue config example: etc/panda_queueconfig.example.json.  Options: docs/configuration.md;
+Queue config example: etc/panda_queueconfig.example.json.  Options: docs/queue-config.md
+(generated from the ``#:`` comments here);
 the operator's side: docs/s3m.md.
 """
 

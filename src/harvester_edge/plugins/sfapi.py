@@ -1,6 +1,7 @@
 """NERSC Superfacility API plugins: the generic plugins bound to ``SFAPIClient``.
 
-Queue config example: etc/panda_queueconfig.example.json.  Options: docs/configuration.md.
+Queue config example: etc/panda_queueconfig.example.json.  Options: docs/queue-config.md
+(generated from the ``#:`` comments here).
 """
 
 from __future__ import annotations
