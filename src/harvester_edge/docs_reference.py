@@ -51,9 +51,10 @@ disagree. Keys of the queue's `common` block are copied into every section that 
 them, as stock Harvester does, so put the keys that submitter, monitor, sweeper and throttler
 share in `common`. Every key is validated when Harvester builds the plugin: a wrong type or
 value fails there, with an error naming the key; unknown keys are ignored (Harvester adds
-its own). The batch-script keys of the submitter (`nNode`, `pilotsPerNode`, `account`,
-`templateFile`, ...) are in [the parallelism and template guide](parallelism/index.md); the
-narrative of each key is in [configuration](configuration.md).
+its own). The submitter's batch-script keys (`nNode`, `pilotsPerNode`, `account`, ...) are
+listed below with their types; their profile-dependent defaults and meanings are in
+[the parallelism and template guide](parallelism/index.md). Where each key goes and how keys
+work together: [queue configuration](configuration.md).
 
 Types: *integer*, *number* (an integer or a decimal; seconds where the name says so),
 *boolean* (`true`/`false`; the strings `"true"`, `"yes"`, `"1"` and their opposites too),
@@ -197,6 +198,44 @@ def families() -> list[Family]:
     return found
 
 
+#: what each reader method of ``edge/batch_config.py`` accepts, in an operator's words
+READER_TYPES = {
+    "text": "string",
+    "integer": "integer",
+    "flag": "boolean",
+    "strings": "list of strings",
+    "choice": "string (one of a set)",
+    "directive_value": "string (an `#SBATCH` value)",
+    "path": "string (absolute path)",
+    "word": "string (one word)",
+}
+
+
+def batch_keys() -> list[tuple[str, str]]:
+    """``(key, type)`` of every key ``BatchConfig.from_config`` reads (any
+    ``read.<method>("key", ...)`` call in ``edge/batch_config.py``), in source order."""
+    from .edge import batch_config
+
+    tree = ast.parse(inspect.getsource(batch_config))
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "read"
+        and node.func.attr in READER_TYPES
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    ]
+    seen: dict[str, str] = {}
+    for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset)):
+        assert isinstance(call.func, ast.Attribute) and isinstance(call.args[0], ast.Constant)
+        seen.setdefault(str(call.args[0].value), READER_TYPES[call.func.attr])
+    return list(seen.items())
+
+
 def _table(keys: list[Key]) -> Iterator[str]:
     yield "| key | type | default | meaning |"
     yield "|---|---|---|---|"
@@ -223,6 +262,17 @@ def render() -> str:
             f"it changes (`plugins/{short}.py`).\n"
         )
         out.extend(_table(keys_of(fam.options, only_new=True)))
+    out.append("\n## Batch script (submitter, every family)\n")
+    out.append(
+        "Read by every family's submitter from its section (`edge/batch_config.py`), so they "
+        "shape the batch job the same way on every service. Defaults depend on the facility "
+        "profile; each key's default and meaning are in the "
+        "[parallelism guide's key table](parallelism/index.md#queue-configuration-keys-plugin-"
+        "section-camelcase) (a test checks that it lists exactly these keys).\n"
+    )
+    out.append("| key | type |")
+    out.append("|---|---|")
+    out.extend(f"| `{key}` | {kind} |" for key, kind in batch_keys())
     out.append("\n## Throttler (`harvester_edge.plugins.throttler.EdgeThrottler`)\n")
     out.append(
         "The throttler section needs only `module` and `name`: it reads the queue's submitter "

@@ -91,3 +91,17 @@ def test_type_words() -> None:
     assert docs_reference.type_name(Secret | None) == "secret reference"
     assert docs_reference.type_name(tuple[str, ...]) == "list of strings"
     assert docs_reference.type_name(types.NoneType | float) == "number"
+
+
+def test_batch_keys_are_the_parallelism_guides_keys() -> None:
+    """Every key BatchConfig reads is in the parallelism guide's key table, and no other."""
+    text = (DOCS / "parallelism" / "index.md").read_text(encoding="utf-8")
+    section = text.split("## Queue configuration keys", 1)[1].split("\n## ", 1)[0]
+    documented: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            documented.update(re.findall(r"`(\w+)`", line.split("|")[1]))
+    read = {key for key, _ in docs_reference.batch_keys()}
+    assert len(read) > 30
+    assert read - documented == set(), "keys read by BatchConfig but not in the guide"
+    assert documented - read == set(), "keys in the guide that BatchConfig does not read"
