@@ -87,6 +87,10 @@ def type_name(hint: Any) -> str:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
         return type_name(inner[0]) if len(inner) == 1 else " or ".join(map(type_name, inner))
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(f"`{a}`" for a in typing.get_args(hint))
+    if typing.get_origin(hint) is dict or hint is dict:
+        return "object"
     if typing.get_origin(hint) in (list, tuple):
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         return f"list of {type_name(args[0])}s" if args else "list"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import types
+import typing
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,8 @@ def test_type_words() -> None:
     assert docs_reference.type_name(Secret | None) == "secret reference"
     assert docs_reference.type_name(tuple[str, ...]) == "list of strings"
     assert docs_reference.type_name(types.NoneType | float) == "number"
+    assert docs_reference.type_name(dict[str, str] | None) == "object"
+    assert docs_reference.type_name(typing.Literal["batch", "task"]) == "one of `batch`, `task`"
 
 
 def test_batch_keys_are_the_parallelism_guides_keys() -> None:
