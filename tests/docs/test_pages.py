@@ -14,7 +14,8 @@ from harvester_edge.plugins.iri import IRIBinding
 from harvester_edge.plugins.s3m import S3MBinding
 from harvester_edge.plugins.sfapi import SFAPIBinding
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
 
 
 def table(page: str, first_header: str) -> Iterator[list[str]]:
@@ -85,3 +86,47 @@ def test_pages_name_only_real_plugin_classes(page: str) -> None:
     text = (DOCS / page).read_text(encoding="utf-8")
     named = set(re.findall(r"`(\w+(?:Submitter|Monitor|Sweeper|Throttler))`", text))
     assert named - known == set(), page
+
+
+SECTIONS = ("## Submit answers", "## Monitor answers", "## Sweeper answers", "## Throttler reasons")
+PLACEHOLDER = re.compile(r"<[^>]+>|\.\.\.|\bN\b|\bT\b|\bP\b|\(\.\.\.\)")
+
+
+def quoted_diagnoses() -> list[str]:
+    """The code spans of the diagnosis tables of the troubleshooting page."""
+    text = (DOCS / "errors.md").read_text(encoding="utf-8")
+    spans: list[str] = []
+    for head in SECTIONS:
+        section = text.split(head, 1)[1].split("\n## ", 1)[0]
+        for line in section.splitlines():
+            if line.startswith("| ") and not line.startswith("| answer") and "---" not in line:
+                cells = line.split(" | ")
+                quoted = cells[1] if head == "## Throttler reasons" else cells[-2]
+                spans += re.findall(r"`([^`]+)`", quoted)
+    return spans
+
+
+def said(piece: str, code: str) -> bool:
+    """The piece is in the code, or in two parts joined by a placeholder there (messages
+    composed from parts: ``could not {what}`` with ``look jobs up by tag``)."""
+    if piece in code:
+        return True
+    cuts = [i for i, c in enumerate(piece) if c == " "]
+    return any(piece[:i].strip() in code and piece[i:].strip() in code for i in cuts)
+
+
+def test_troubleshooting_quotes_only_words_the_code_says() -> None:
+    """Each literal piece of every diagnosis the page quotes is in the package's source."""
+    src = ROOT / "src" / "harvester_edge"
+    code = "\n".join(p.read_text(encoding="utf-8") for p in src.rglob("*.py"))
+    spans = quoted_diagnoses()
+    assert len(spans) > 30
+    missing = []
+    for span in spans:
+        if span in ("True", "False", "None", "submitted", "missed", "failed"):
+            continue
+        for piece in PLACEHOLDER.split(span):
+            piece = piece.strip(" ;:()")
+            if len(piece) >= 5 and not said(piece, code):
+                missing.append(f"{span!r}: {piece!r}")
+    assert missing == []
