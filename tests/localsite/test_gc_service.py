@@ -148,7 +148,7 @@ def test_token_route_issues_expiring_bearer_tokens(svc: GCService) -> None:
         assert r.status_code == 200, r.text
         token = r.json()
         assert token["resource_server"] == "funcx_service"
-        assert token["token_type"] == "Bearer" and token["expires_in"] == 3600
+        assert token["token_type"] == "Bearer" and token["expires_in"] == 172800
         assert token["other_tokens"] == []
         good = {"Authorization": f"Bearer {token['access_token']}"}
         assert http.get("/v2/endpoints", headers=good).status_code == 200
@@ -180,6 +180,13 @@ def test_compute_routes_refuse_a_bad_bearer_with_401(svc: GCService, header: str
             assert r.headers["WWW-Authenticate"] == "Bearer"
             assert r.json()["code"] == "UNAUTHORIZED"
         assert http.get("/v2/version").status_code == 200  # public
+
+
+def test_sdk_fetches_a_new_token_after_a_401(client: Any, svc: GCService) -> None:
+    assert client.get_endpoint_status(svc.endpoint_id)["status"] == "online"
+    svc.revoke_tokens()
+    assert client.get_endpoint_status(svc.endpoint_id)["status"] == "online"
+    assert svc.counters["auth.token"] == 2 and svc.counters["endpoint_status"] == 3
 
 
 def test_introspection_reports_the_client_identity(svc: GCService) -> None:
@@ -291,6 +298,49 @@ def test_user_endpoint_config_is_checked_and_keyed(api: httpx.Client, svc: GCSer
     assert missing.status_code == 404 and missing.json()["code"] == "FUNCTION_NOT_FOUND"
     other = api.post("/v3/endpoints/00000000-0000-4000-8000-000000000002/submit", json={})
     assert other.status_code == 404 and other.json()["code"] == "ENDPOINT_NOT_FOUND"
+
+
+def test_a_full_pool_keeps_tasks_waiting_for_launch(tmp_path: Path) -> None:
+    service = start_gc_service(work_dir=tmp_path / "ep", workers=1)
+    try:
+        headers = {"Authorization": f"Bearer {service.issue_token(service.client_id)}"}
+        with httpx.Client(base_url=service.url, headers=headers, timeout=20) as http:
+            fid = register_raw(http, "sleep 2")
+            first = submit_raw(http, service, fid).json()["tasks"][fid][0]
+            second = submit_raw(http, service, fid).json()["tasks"][fid][0]
+            poll(lambda: service.task_states()[first] == "running", 30, what="first task")
+            assert service.task_states()[second] == "waiting-for-launch"
+            poll(lambda: service.task_states()[second] == "success", 30, what="second task")
+    finally:
+        service.stop()
+
+
+def test_stop_kills_login_node_workers(tmp_path: Path) -> None:
+    service = start_gc_service(work_dir=tmp_path / "ep")
+    marker = "sleep 987.25"
+    try:
+        headers = {"Authorization": f"Bearer {service.issue_token(service.client_id)}"}
+        with httpx.Client(base_url=service.url, headers=headers, timeout=20) as http:
+            fid = register_raw(http, marker)
+            submit_raw(http, service, fid)
+            poll(lambda: _running(marker), 30, what="worker started")
+    finally:
+        service.stop()
+    poll(lambda: not _running(marker), 10, what="worker killed")
+
+
+def _running(pattern: str) -> bool:
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, check=False)
+    return found.returncode == 0
+
+
+def test_batch_status_answers_a_thousand_ids_in_one_request(
+    api: httpx.Client, svc: GCService
+) -> None:
+    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(1000)]
+    r = api.post("/v2/batch_status", json={"task_ids": ids})
+    assert r.status_code == 200 and len(r.json()["results"]) == 1000
+    assert svc.counters["batch_status"] == 1
 
 
 # ---------------------------------------------------------------------- real Slurm
@@ -427,6 +477,7 @@ def test_rate_limit_per_identity(api: httpx.Client, svc: GCService) -> None:
     assert api.get(path, headers=other).status_code == 200  # its own budget
     svc.knobs.rate_limit = 0  # disabled
     assert api.get(path).status_code == 200
+    assert svc.counters["throttled"] == 1
 
 
 def test_default_rate_limit_is_20_per_10_seconds(api: httpx.Client, svc: GCService) -> None:

@@ -91,6 +91,10 @@ class TokenIssuer:
         with self._lock:
             self._tokens.pop(token, None)
 
+    def revoke_all(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
     def check(self, token: str, resource_server: str) -> Grant | None:
         """The grant of a live token for ``resource_server``; None when unknown/expired."""
         with self._lock:

@@ -29,12 +29,14 @@ with the lost-worker exception a real endpoint reports.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -191,6 +193,9 @@ class TaskRunner:
         self._on_done = on_done
         self._on_job = on_job
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gc-task")
+        # block submission has its own pool: long local tasks never hold up an sbatch
+        self._submitter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gc-block")
+        self._procs: set[subprocess.Popen[str]] = set()
         self._poll_interval = poll_interval
         self._task_timeout = task_timeout
         self._host = host
@@ -207,9 +212,16 @@ class TaskRunner:
             self._monitor.start()
 
     def stop(self) -> None:
-        """Stop taking work; queued tasks are dropped, running workers finish on their own."""
+        """Stop taking work: queued tasks are dropped and the login-node workers killed (the
+        endpoint goes down with them); blocks stay with Slurm."""
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._submitter.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
         if self._monitor is not None:
             self._monitor.join(5)
             self._monitor = None
@@ -224,8 +236,10 @@ class TaskRunner:
     def dispatch(self, task: Task) -> None:
         """Start a task without blocking the caller (an HTTP handler)."""
         self._on_state(task, "waiting-for-launch")
-        target = self._run_local if task.config.provider == "local" else self._submit_block
-        self._pool.submit(self._guard, task, target)
+        if task.config.provider == "local":
+            self._pool.submit(self._guard, task, self._run_local)
+        else:
+            self._submitter.submit(self._guard, task, self._submit_block)
 
     def _guard(self, task: Task, target: Callable[[Task], None]) -> None:
         try:
@@ -265,22 +279,34 @@ class TaskRunner:
 
     def _run_local(self, task: Task) -> None:
         sandbox, _, result_file, launcher = self._files(task)
+        if self._stop.is_set():
+            return
         self._on_state(task, "running")
+        # own session: stop() kills the worker with everything it started
+        proc = subprocess.Popen(
+            ["/bin/bash", str(launcher)],
+            cwd=sandbox,
+            env=self._env(task, sandbox),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        with self._lock:
+            self._procs.add(proc)
         try:
-            proc = subprocess.run(
-                ["/bin/bash", str(launcher)],
-                cwd=sandbox,
-                env=self._env(task, sandbox),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=self._task_timeout,
-                check=False,
-            )
-            detail = (proc.stderr or "")[-2000:]
+            _, stderr = proc.communicate(timeout=self._task_timeout)
+            detail = (stderr or "")[-2000:]
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
             detail = f"worker exceeded {self._task_timeout:g} s"
-        self._on_done(task, self._outcome(result_file, detail))
+        finally:
+            with self._lock:
+                self._procs.discard(proc)
+        if not self._stop.is_set():
+            self._on_done(task, self._outcome(result_file, detail))
 
     def _outcome(self, result_file: Path, detail: str) -> dict[str, str]:
         try:

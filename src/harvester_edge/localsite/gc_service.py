@@ -60,7 +60,6 @@ import json
 import logging
 import math
 import os
-import platform
 import pwd
 import re
 import secrets
@@ -77,15 +76,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from .gc_auth import COMPUTE_RESOURCE_SERVER, Grant, OAuthError, TokenIssuer
-from .gc_exec import (
-    FINAL_STATES,
-    ConfigError,
-    Task,
-    TaskRunner,
-    UserEndpointConfig,
-    config_key,
-)
+from .gc_exec import ConfigError, TaskRunner, UserEndpointConfig, config_key
 from .gc_knobs import GCKnobs
+from .gc_tasks import TaskTable
 from .loopback import GatewayBook, HttpRequest, LoopbackServer, Response
 from .slurm import LocalSlurm
 
@@ -94,17 +87,9 @@ __all__ = ["GCService", "main", "start_gc_service"]
 log = logging.getLogger(__name__)
 
 API_VERSION = "1.23.0"
+#: Globus Auth's access tokens live 48 hours.
+TOKEN_LIFETIME = 172800.0
 MAX_PAYLOAD = 10 * 1024 * 1024
-#: Order of the non-final states: a task never moves back.
-_RANK = {
-    "received": 0,
-    "waiting-for-ep": 1,
-    "waiting-for-launch": 2,
-    "waiting-for-nodes": 3,
-    "running": 4,
-    "success": 5,
-    "failed": 5,
-}
 _UUID = r"(?P<id>[0-9a-fA-F-]{36})"
 _ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
     (method, re.compile(regex + r"\Z"), key)
@@ -172,7 +157,7 @@ class GCService(GatewayBook):
         self.slurm = slurm if slurm is not None else LocalSlurm()
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="gc-ep-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.knobs = knobs if knobs is not None else GCKnobs(token_lifetime=3600.0)
+        self.knobs = knobs if knobs is not None else GCKnobs(token_lifetime=TOKEN_LIFETIME)
         self.clock = clock
         self.endpoint_id = endpoint_id or str(uuid.uuid4())
         self.local_user = pwd.getpwuid(os.geteuid()).pw_name
@@ -183,23 +168,21 @@ class GCService(GatewayBook):
         self._counters: Counter[str] = Counter()
         self._jobs_created: list[str] = []
         self._functions: dict[str, dict[str, Any]] = {}
-        self._tasks: dict[str, Task] = {}
-        self._groups: dict[str, list[str]] = {}
-        self._held: list[Task] = []
-        self._user_endpoints: dict[str, dict[str, Any]] = {}
+        self.tasks = TaskTable(self.endpoint_id, self.knobs, clock)
         self._windows: dict[str, deque[float]] = {}
         self._housekeeper: threading.Thread | None = None
         self.workers = workers
         self.runner = TaskRunner(
             self.work_dir,
             self.slurm,
-            self._on_state,
-            self._on_done,
+            self.tasks.on_state,
+            self.tasks.on_done,
             self._on_job,
             workers=workers,
             poll_interval=poll_interval,
             host=socket.gethostname(),
         )
+        self.tasks.dispatch = self.runner.dispatch
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> GCService:
@@ -249,6 +232,10 @@ class GCService(GatewayBook):
         life = self.knobs.token_lifetime if lifetime is None else float(lifetime)
         return self.issuer.issue(client_id, COMPUTE_RESOURCE_SERVER, life)
 
+    def revoke_tokens(self) -> None:
+        """Forget every issued token (clients must fetch new ones after their 401)."""
+        self.issuer.revoke_all()
+
     def sdk_env(self, client_id: str, client_secret: str) -> dict[str, str]:
         """Environment for a headless SDK client of this service."""
         return {
@@ -271,49 +258,24 @@ class GCService(GatewayBook):
     @property
     def user_endpoints(self) -> dict[str, dict[str, Any]]:
         """User endpoints started so far (one per distinct ``user_endpoint_config``)."""
-        with self._lock:
-            return {k: dict(v) for k, v in self._user_endpoints.items()}
+        return self.tasks.user_endpoints()
 
     def task_states(self) -> dict[str, str]:
         """Every kept task's current state (tests)."""
-        with self._lock:
-            return {t.id: t.state for t in self._tasks.values()}
+        return self.tasks.states()
 
     def block_of(self, task_id: str) -> str | None:
         """The Slurm job of a task's block (tests; never shown by the API)."""
-        with self._lock:
-            task = self._tasks.get(task_id)
-        return task.job_id if task else None
+        return self.tasks.job_of(task_id)
 
     def state(self) -> dict[str, Any]:
-        with self._lock:
-            states = Counter(t.state for t in self._tasks.values())
         return {
             **super().state(),
             "endpoint_id": self.endpoint_id,
             "user_endpoints": self.user_endpoints,
-            "task_states": dict(states),
+            "task_states": self.tasks.state_counts(),
             "blocks": self.runner.blocks,
         }
-
-    # ------------------------------------------------------------------ task callbacks
-    def _on_state(self, task: Task, state: str) -> None:
-        with self._lock:
-            if task.final or _RANK[state] <= _RANK[task.state]:
-                return
-            task.state = state
-            task.transitions.setdefault(state, time.time())
-
-    def _on_done(self, task: Task, outcome: dict[str, str]) -> None:
-        with self._lock:
-            if task.final:
-                return
-            if "result" in outcome:
-                task.state, task.result = "success", outcome["result"]
-            else:
-                task.state, task.exception = "failed", outcome.get("exception", "")
-            task.transitions["execution-end"] = time.time()
-            task.completed_at = self.clock()
 
     def _on_job(self, job_id: str) -> None:
         with self._lock:
@@ -323,29 +285,10 @@ class GCService(GatewayBook):
         """Start held tasks once the endpoint is back; abandon results past their time."""
         while not self._stop.wait(0.2):
             try:
-                self._release_held()
-                self._abandon()
+                self.tasks.release_held()
+                self.tasks.abandon()
             except Exception:
                 log.exception("housekeeping failed")
-
-    def _release_held(self) -> None:
-        if self.knobs.endpoint_offline:
-            return
-        with self._lock:
-            held, self._held = self._held, []
-        for task in held:
-            self.runner.dispatch(task)
-
-    def _abandon(self) -> None:
-        now, ttl = self.clock(), self.knobs.result_ttl
-        with self._lock:
-            gone = [
-                t.id
-                for t in self._tasks.values()
-                if t.completed_at is not None and (t.fetched_at or t.completed_at) + ttl < now
-            ]
-            for task_id in gone:
-                del self._tasks[task_id]
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, request: HttpRequest) -> Response | None:
@@ -381,6 +324,9 @@ class GCService(GatewayBook):
             handler: Callable[..., Response | None] = getattr(self, "_" + key)
             return handler(request, grant, **params)
         except _Refusal as exc:
+            if exc.status == 429:
+                with self._lock:
+                    self._counters["throttled"] += 1  # answers the limiter refused
             return exc.response()
 
     def _auth(self, key: str, request: HttpRequest) -> Response:
@@ -497,8 +443,11 @@ class GCService(GatewayBook):
             if any(len(p) > MAX_PAYLOAD for p in payloads):
                 raise _Refusal(413, "PAYLOAD_TOO_LARGE", "a task payload exceeds 10 MB")
         group = str(body.get("task_group_id") or uuid.uuid4())
-        key = config_key(body.get("user_endpoint_config"))
-        created = self._create_tasks(grant, tasks, functions, group, config, key, body)
+        raw_config = body.get("user_endpoint_config") or {}
+        calls = [(f, functions[f] or {}, p) for f, payloads in tasks.items() for p in payloads]
+        created = self.tasks.create(
+            grant.identity, calls, group, config, config_key(raw_config), raw_config
+        )
         answer = {
             "request_id": str(uuid.uuid4()),
             "task_group_id": group,
@@ -512,118 +461,20 @@ class GCService(GatewayBook):
             return None
         return 200, answer
 
-    def _create_tasks(
-        self,
-        grant: Grant,
-        tasks: dict[str, list[str]],
-        functions: dict[str, dict[str, Any] | None],
-        group: str,
-        config: UserEndpointConfig,
-        key: str,
-        body: dict[str, Any],
-    ) -> list[Task]:
-        created: list[Task] = []
-        offline = self.knobs.endpoint_offline
-        with self._lock:
-            uep = self._user_endpoints.setdefault(
-                key,
-                {
-                    "config": body.get("user_endpoint_config") or {},
-                    "provider": config.provider,
-                    "started": time.time(),
-                    "tasks": 0,
-                },
-            )
-            for function_id, payloads in tasks.items():
-                fn = functions[function_id] or {}
-                for payload in payloads:
-                    task = Task(
-                        str(uuid.uuid4()),
-                        grant.identity,
-                        function_id,
-                        self.endpoint_id,
-                        group,
-                        config,
-                        key,
-                        {
-                            "function_code": fn["function_code"],
-                            "function_name": fn["function_name"],
-                            "serialized": fn["serialized"],
-                        },
-                        payload,
-                        time.monotonic(),
-                    )
-                    task.transitions["received"] = time.time()
-                    self._tasks[task.id] = task
-                    created.append(task)
-            uep["tasks"] += len(created)
-            self._groups.setdefault(group, []).extend(t.id for t in created)
-            if offline:
-                for task in created:
-                    task.state = "waiting-for-ep"
-                self._held.extend(created)
-        if not offline:
-            for task in created:
-                self.runner.dispatch(task)
-        return created
-
-    def _doc(self, task: Task) -> dict[str, Any]:
-        """A task document; the caller holds the lock.  Marks a delivered result fetched."""
-        state = task.state
-        delayed = time.monotonic() < task.created_mono + self.knobs.task_delay
-        if task.final and delayed:
-            state = "running"
-        details = {
-            "os": platform.platform(),
-            "python_version": platform.python_version(),
-            "dill_version": _dill_version(),
-            "globus_compute_sdk_version": _sdk_version(),
-            "endpoint_id": task.endpoint_id,
-            "task_transitions": {
-                k: v
-                for k, v in task.transitions.items()
-                if state in FINAL_STATES or k != "execution-end"
-            },
-        }
-        doc: dict[str, Any] = {"task_id": task.id, "status": state, "details": details}
-        if state in FINAL_STATES:
-            if task.result is not None:
-                doc["result"] = task.result
-            else:
-                doc["exception"] = task.exception or ""
-            doc["completion_t"] = str(task.completed_at)
-            if task.fetched_at is None:
-                task.fetched_at = self.clock()
-        return doc
-
     def _batch_status(self, request: HttpRequest, grant: Grant) -> Response:
         ids = self._json(request).get("task_ids")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise _Refusal(400, "BAD_REQUEST", "task_ids must be a list of task ids")
-        results: dict[str, Any] = {}
-        with self._lock:
-            for task_id in ids:
-                task = self._tasks.get(task_id)
-                if task is None or task.owner != grant.identity:
-                    results[task_id] = {
-                        "task_id": task_id,
-                        "status": "unknown",
-                        "reason": "unknown task",
-                    }
-                else:
-                    results[task_id] = self._doc(task)
-        return 200, {"response": "batch", "results": results}
+        return 200, {"response": "batch", "results": self.tasks.docs(grant.identity, ids)}
 
     def _get_task(self, request: HttpRequest, grant: Grant, id: str) -> Response:  # noqa: A002
-        with self._lock:
-            task = self._tasks.get(id)
-            if task is None or task.owner != grant.identity:
-                raise _Refusal(404, "TASK_NOT_FOUND", f"task {id} not found")
-            return 200, self._doc(task)
+        doc = self.tasks.doc(grant.identity, id)
+        if doc is None:
+            raise _Refusal(404, "TASK_NOT_FOUND", f"task {id} not found")
+        return 200, doc
 
     def _get_task_group(self, request: HttpRequest, grant: Grant, id: str) -> Response:  # noqa: A002
-        with self._lock:
-            ids = self._groups.get(id)
+        ids = self.tasks.group(id)
         if ids is None:
             raise _Refusal(404, "TASK_GROUP_NOT_FOUND", f"task group {id} not found")
         return 200, {
@@ -635,8 +486,7 @@ class GCService(GatewayBook):
     def _endpoint_status(self, request: HttpRequest, grant: Grant, id: str) -> Response:  # noqa: A002
         self._check_endpoint(id)
         offline = self.knobs.endpoint_offline
-        with self._lock:
-            pending = sum(1 for t in self._tasks.values() if not t.final)
+        pending = self.tasks.pending()
         details = {
             "total_workers": 0 if offline else self.workers,
             "idle_workers": 0,
@@ -708,12 +558,6 @@ def _secs(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
-def _dill_version() -> str:
-    import dill  # type: ignore[import-untyped]
-
-    return str(dill.__version__)
-
-
 def _sdk_version() -> str:
     from globus_compute_sdk.version import __version__
 
@@ -750,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper())
-    knobs = GCKnobs(token_lifetime=3600.0, rate_limit=0 if args.no_rate_limit else 20)
+    knobs = GCKnobs(token_lifetime=TOKEN_LIFETIME, rate_limit=0 if args.no_rate_limit else 20)
     service = start_gc_service(
         LocalSlurm(args.slurm_conf),
         args.work_dir,
