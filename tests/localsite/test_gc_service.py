@@ -467,6 +467,31 @@ def test_429_burst_then_normal(api: httpx.Client, svc: GCService) -> None:
     assert api.get(path).status_code == 200
 
 
+def test_sdk_waits_out_a_429_burst(client: Any, svc: GCService) -> None:
+    svc.knobs.update(burst_429=1, retry_after=1)
+    start = time.monotonic()
+    assert client.get_endpoint_status(svc.endpoint_id)["status"] == "online"
+    assert time.monotonic() - start >= 1.0  # globus-sdk honoured Retry-After
+    assert svc.counters["endpoint_status"] == 2 and svc.counters["throttled"] == 1
+
+
+def test_sdk_resubmits_after_a_lost_submit_answer(client: Any, svc: GCService) -> None:
+    """The hazard clients must avoid: globus-sdk retries a submit POST after a 5xx, and the
+    service already created the first submit's tasks."""
+    import globus_sdk
+
+    fid = client.register_function(shell("true"))
+    v3 = client._compute_web_client.v3
+    v3.retry_config.max_retries, v3.retry_config.max_sleep = 1, 0.2
+    svc.knobs.error_after_submit = 1.0
+    batch = client.create_batch()
+    batch.add(fid)
+    with pytest.raises(globus_sdk.GlobusAPIError) as err:
+        client.batch_run(svc.endpoint_id, batch)
+    assert err.value.http_status in (500, 502, 503, 504)
+    assert svc.counters["submit"] == 2 and len(svc.task_states()) == 2
+
+
 def test_rate_limit_per_identity(api: httpx.Client, svc: GCService) -> None:
     svc.knobs.update(rate_limit=3, rate_window=30)
     path = f"/v2/endpoints/{svc.endpoint_id}/status"
