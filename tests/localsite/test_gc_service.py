@@ -121,13 +121,15 @@ def wait_final(gcc: Any, ids: list[str], timeout: float = 60.0) -> dict[str, Any
     return poll(done, timeout, 0.3, what=f"tasks {ids}")
 
 
-def submit_raw(api: httpx.Client, svc: GCService, fid: str, **extra: Any) -> httpx.Response:
+def submit_raw(
+    api: httpx.Client, svc: GCService, fid: str, headers: dict[str, str] | None = None, **extra: Any
+) -> httpx.Response:
     from globus_compute_sdk.serialize import ComputeSerializer
 
     serde = ComputeSerializer()
     payload = serde.pack_buffers([serde.serialize(()), serde.serialize({})])
     body = {"tasks": {fid: [payload]}, **extra}
-    return api.post(f"/v3/endpoints/{svc.endpoint_id}/submit", json=body)
+    return api.post(f"/v3/endpoints/{svc.endpoint_id}/submit", json=body, headers=headers)
 
 
 def register_raw(api: httpx.Client, cmd: str = "true") -> str:
@@ -341,6 +343,45 @@ def test_batch_status_answers_a_thousand_ids_in_one_request(
     r = api.post("/v2/batch_status", json={"task_ids": ids})
     assert r.status_code == 200 and len(r.json()["results"]) == 1000
     assert svc.counters["batch_status"] == 1
+
+
+def test_functions_are_private_unless_public(api: httpx.Client, svc: GCService) -> None:
+    private = register_raw(api)
+    other = {"Authorization": f"Bearer {svc.issue_token('someone-else')}"}
+    r = submit_raw(api, svc, private, headers=other)
+    assert r.status_code == 403 and r.json()["code"] == "FUNCTION_ACCESS_FORBIDDEN"
+    assert api.get(f"/v2/functions/{private}", headers=other).status_code == 403
+    from globus_compute_sdk.sdk.client import FunctionRegistrationData
+
+    data = FunctionRegistrationData(function=shell("true"), public=True).to_dict()
+    shared = api.post("/v3/functions", json=data).json()["function_uuid"]
+    assert submit_raw(api, svc, shared, headers=other).status_code == 200
+
+
+def test_size_limits_of_payloads_and_results(
+    client: Any, api: httpx.Client, svc: GCService
+) -> None:
+    fid = register_raw(api)
+    body = {"tasks": {fid: ["x" * (10 * 1024 * 1024 + 1)]}}
+    r = api.post(f"/v3/endpoints/{svc.endpoint_id}/submit", json=body)
+    assert r.status_code == 413 and svc.task_states() == {}
+    big = client.register_source_code("def big():\n    return 'x' * 11_000_000\n", "big")
+    batch = client.create_batch()
+    batch.add(big)
+    ids = client.batch_run(svc.endpoint_id, batch)["tasks"][big]
+    doc = wait_final(client, ids)[ids[0]]
+    assert doc["status"] == "failed" and "MaxResultSizeExceeded" in doc["exception"]
+
+
+def test_results_wait_for_an_offline_endpoint(client: Any, svc: GCService) -> None:
+    fid = client.register_function(shell("sleep 1; echo done"))
+    ids = run_batch(client, svc, fid, [{}])
+    poll(lambda: svc.task_states()[ids[0]] == "running", 30, what="running")
+    svc.knobs.endpoint_offline = True
+    poll(lambda: svc.task_states()[ids[0]] == "success", 30, what="task ended")
+    assert raw_status(client, ids)[ids[0]]["status"] == "running"  # not delivered yet
+    svc.knobs.endpoint_offline = False
+    assert raw_status(client, ids)[ids[0]]["status"] == "success"
 
 
 # ---------------------------------------------------------------------- real Slurm

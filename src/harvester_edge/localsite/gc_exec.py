@@ -155,6 +155,7 @@ class Task:
     result: str | None = field(default=None, repr=False)
     exception: str | None = field(default=None, repr=False)
     completed_at: float | None = None  # service clock (abandonment)
+    ended_mono: float = 0.0  # time.monotonic() at the end (held back while offline)
     fetched_at: float | None = None
     job_id: str | None = None  # the block's Slurm job (never shown in task documents)
 

@@ -5,8 +5,9 @@ The shared knobs keep their meaning (``latency``, ``hang``, ``error_rate``/``err
 created answers 5xx, ``drop_rate``/``drop_after_submit``, ``task_delay`` = results delayed,
 ``token_lifetime``, ``error_on_token``).  Added here, validated like the others:
 
-:ivar endpoint_offline: the endpoint is disconnected: its status reads ``offline`` and new
-    tasks stay ``waiting-for-ep`` until it is back (then they start).
+:ivar endpoint_offline: the endpoint is disconnected: its status reads ``offline``, new
+    tasks stay ``waiting-for-ep`` until it is back (then they start), and tasks that end
+    meanwhile keep reading ``running`` (the endpoint delivers their results on reconnect).
 :ivar burst_429: the next N Compute requests are answered 429 (a burst from the service's
     limiter), each with ``Retry-After: retry_after``.
 :ivar retry_after: seconds in the ``Retry-After`` of ``burst_429`` answers.
@@ -19,7 +20,8 @@ created answers 5xx, ``drop_rate``/``drop_after_submit``, ``task_delay`` = resul
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from .faults import Knobs, _boolean, _coerce, _nonneg
@@ -64,6 +66,7 @@ class GCKnobs(Knobs):
     rate_limit: int = 20
     rate_window: float = 10.0
     result_ttl: float = 1800.0
+    _offline_since: float | None = field(default=None, init=False, repr=False, compare=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name not in _GC_KNOBS:
@@ -75,6 +78,8 @@ class GCKnobs(Knobs):
             object.__setattr__(self, name, value)
             return
         with cond:
+            if name == "endpoint_offline" and value != self.endpoint_offline:
+                object.__setattr__(self, "_offline_since", time.monotonic() if value else None)
             object.__setattr__(self, name, value)
             cond.notify_all()
 
@@ -87,6 +92,11 @@ class GCKnobs(Knobs):
         with self._cond:
             for name, value in checked.items():
                 setattr(self, name, value)
+
+    def offline_since(self) -> float | None:
+        """``time.monotonic()`` when the endpoint went offline; None while it is online."""
+        with self._cond:
+            return self._offline_since if self.endpoint_offline else None
 
     def take_burst(self) -> bool:
         """Consume one answer of a 429 burst; True when this request gets a 429."""

@@ -407,6 +407,7 @@ class GCService(GatewayBook):
             "description": body.get("description"),
             "metadata": body.get("meta") or {},
             "owner": grant.identity,
+            "public": body.get("public") is True,
         }
         with self._lock:
             self._functions[function_id] = doc
@@ -417,7 +418,9 @@ class GCService(GatewayBook):
             doc = self._functions.get(id)
         if doc is None:
             raise _Refusal(404, "FUNCTION_NOT_FOUND", f"function {id} not found")
-        return 200, {k: v for k, v in doc.items() if k not in ("owner", "serialized")}
+        if doc["owner"] != grant.identity and not doc["public"]:
+            raise _Refusal(403, "FUNCTION_ACCESS_FORBIDDEN", f"function {id} is not shared")
+        return 200, {k: v for k, v in doc.items() if k not in ("owner", "serialized", "public")}
 
     def _check_endpoint(self, endpoint_id: str) -> None:
         if endpoint_id != self.endpoint_id:
@@ -436,8 +439,12 @@ class GCService(GatewayBook):
         with self._lock:
             functions = {f: self._functions.get(f) for f in tasks}
         for function_id, payloads in tasks.items():
-            if functions[function_id] is None:
+            fn = functions[function_id]
+            if fn is None:
                 raise _Refusal(404, "FUNCTION_NOT_FOUND", f"function {function_id} not found")
+            if fn["owner"] != grant.identity and not fn["public"]:
+                reason = f"function {function_id} is not shared with this identity"
+                raise _Refusal(403, "FUNCTION_ACCESS_FORBIDDEN", reason)
             if not isinstance(payloads, list) or not all(isinstance(p, str) for p in payloads):
                 raise _Refusal(400, "BAD_REQUEST", f"tasks.{function_id} must be payload strings")
             if any(len(p) > MAX_PAYLOAD for p in payloads):

@@ -7,7 +7,7 @@ Semantics kept from the real service (what clients must cope with):
   ``success`` | ``failed``.
 - A finished task's document carries ``result`` (serialized by the SDK's serializer) or
   ``exception`` (traceback text) and ``completion_t``; while the ``task_delay`` knob holds
-  results back it still reads ``running``.
+  results back, or the task ended while the endpoint is offline, it still reads ``running``.
 - Results are kept until fetched and abandoned ``result_ttl`` seconds (30 minutes) after
   completion, or after their first delivery; an abandoned task reads like an unknown one.
 - Each identity sees only its own tasks.
@@ -137,6 +137,7 @@ class TaskTable:
                 task.state, task.exception = "failed", outcome.get("exception", "")
             task.transitions["execution-end"] = time.time()
             task.completed_at = self.clock()
+            task.ended_mono = time.monotonic()
 
     # ------------------------------------------------------------------ housekeeping
     def release_held(self) -> None:
@@ -165,8 +166,12 @@ class TaskTable:
     def _doc(self, task: Task) -> dict[str, Any]:
         """A task document (lock held); a delivered result counts as fetched."""
         state = task.state
-        if task.final and time.monotonic() < task.created_mono + self.knobs.task_delay:
-            state = "running"  # results delayed
+        offline_since = self.knobs.offline_since()
+        if task.final and (
+            time.monotonic() < task.created_mono + self.knobs.task_delay  # results delayed
+            or (offline_since is not None and task.ended_mono >= offline_since)
+        ):
+            state = "running"  # the outcome has not reached the service yet
         transitions = dict(task.transitions)
         if state not in FINAL_STATES:
             transitions.pop("execution-end", None)

@@ -38,15 +38,23 @@ def load_function(task: dict[str, Any]) -> Any:
     return namespace[task["function_name"]]
 
 
+#: Largest serialized result the service takes (Globus Compute: 10 MB).
+MAX_RESULT = 10 * 1024 * 1024
+
+
 def run_task(task: dict[str, Any]) -> dict[str, str]:
     """Execute one task; ``{"result": ...}`` or ``{"exception": ...}``."""
+    from globus_compute_sdk.errors import MaxResultSizeExceeded
     from globus_compute_sdk.serialize import ComputeSerializer
 
     serde = ComputeSerializer()
     try:
         function = load_function(task)
         args, kwargs = (serde.deserialize(b) for b in serde.unpack_buffers(task["payload"]))
-        return {"result": serde.serialize(function(*args, **kwargs))}
+        result = serde.serialize(function(*args, **kwargs))
+        if len(result) > MAX_RESULT:
+            raise MaxResultSizeExceeded(len(result), MAX_RESULT)
+        return {"result": result}
     except BaseException as exc:  # noqa: BLE001 - every failure is the task's outcome
         return {"exception": "".join(traceback.format_exception(exc))}
 
