@@ -432,10 +432,15 @@ def test_a_killed_block_fails_its_task_as_a_lost_worker(client: Any, svc: GCServ
         what="pending block",
     )
     poll(lambda: raw_status(client, running)[running[0]]["status"] == "running", 60)
-    for task_id in (*held, *running):
-        job = svc.block_of(task_id)
-        assert job is not None
-        assert slurm.scancel([job]) is None
+    svc.knobs.worker_lost_delay = 2.0  # the endpoint's heartbeat timeout
+    jobs = [svc.block_of(task_id) for task_id in (*held, *running)]
+    assert None not in jobs
+    assert slurm.scancel([j for j in jobs if j]) is None
+    live = ("PENDING", "RUNNING", "CONFIGURING")
+    ended = lambda: all(r["state"] not in live for r in slurm.squeue([j for j in jobs if j]))  # noqa: E731
+    poll(ended, 20, what="blocks ended")
+    docs = raw_status(client, running)
+    assert docs[running[0]]["status"] == "running"  # not noticed yet
     docs = wait_final(client, [*held, *running])
     for doc in docs.values():
         assert doc["status"] == "failed"
@@ -569,13 +574,13 @@ def test_endpoint_offline_holds_tasks_until_back(
 
 
 def test_results_delayed_knob(client: Any, svc: GCService) -> None:
-    svc.knobs.task_delay = 4.0
+    svc.knobs.task_delay = 10.0
     fid = client.register_function(shell("true"))
     ids = run_batch(client, svc, fid, [{}])
     poll(lambda: svc.task_states()[ids[0]] == "success", 30, what="task done")
     doc = raw_status(client, ids)[ids[0]]
     assert doc["status"] == "running" and "result" not in doc
-    wait_final(client, ids, timeout=10)
+    wait_final(client, ids, timeout=20)
 
 
 def test_hang_knob_holds_requests_until_cleared(api: httpx.Client, svc: GCService) -> None:

@@ -40,6 +40,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -174,6 +175,8 @@ class TaskRunner:
 
     ``on_state(task, state)`` reports a state change, ``on_done(task, outcome)`` the end of a
     task with ``{"result": ...}`` or ``{"exception": ...}``; ``on_job(job_id)`` each block.
+    ``lost_delay()`` is how long a block may be gone without a result before its task fails
+    (the endpoint's heartbeat timeout).
     """
 
     def __init__(
@@ -187,6 +190,7 @@ class TaskRunner:
         poll_interval: float = 0.5,
         task_timeout: float = 3600.0,
         host: str = "localhost",
+        lost_delay: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.work_dir = work_dir
         self.slurm = slurm
@@ -201,6 +205,8 @@ class TaskRunner:
         self._task_timeout = task_timeout
         self._host = host
         self._blocks: dict[str, Task] = {}  # Slurm job id -> task
+        self._lost: dict[str, float] = {}  # block job id -> when it was seen gone
+        self._lost_delay = lost_delay
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
@@ -365,13 +371,22 @@ class TaskRunner:
             elif state in _RUNNING_SLURM:
                 self._on_state(task, "running")
             else:  # gone from the queue or in a final state: the worker is done or lost
-                with self._lock:
-                    self._blocks.pop(job_id, None)
-                host = (row or {}).get("nodelist") or self._host
-                outcome = self._outcome(task_result_file(self.work_dir, task.id), "")
-                if "exception" in outcome and "WorkerLost" in outcome["exception"]:
-                    outcome = {"exception": WORKER_LOST.format(worker=0, host=host)}
-                self._on_done(task, outcome)
+                self._block_ended(job_id, task, (row or {}).get("nodelist") or self._host)
+
+    def _block_ended(self, job_id: str, task: Task, host: str) -> None:
+        outcome = self._outcome(task_result_file(self.work_dir, task.id), "")
+        if "exception" in outcome and "WorkerLost" in outcome["exception"]:
+            # a real endpoint notices a lost worker only when its heartbeats stop
+            now = time.monotonic()
+            with self._lock:
+                noticed = self._lost.setdefault(job_id, now)
+            if now - noticed < self._lost_delay():
+                return
+            outcome = {"exception": WORKER_LOST.format(worker=0, host=host)}
+        with self._lock:
+            self._blocks.pop(job_id, None)
+            self._lost.pop(job_id, None)
+        self._on_done(task, outcome)
 
 
 def task_result_file(work_dir: Path, task_id: str) -> Path:

@@ -14,6 +14,9 @@ created answers 5xx, ``drop_rate``/``drop_after_submit``, ``task_delay`` = resul
 :ivar rate_limit: requests per ``rate_window`` seconds per identity (Globus Compute: 20 per
     10 s); over it the answer is 429 with the seconds until a slot frees; 0 = no limit.
 :ivar rate_window: the limiter's window in seconds.
+:ivar worker_lost_delay: seconds a task keeps reading ``running`` after its block vanished
+    without a result (``scancel``, node failure) before it fails as a lost worker: a real
+    endpoint notices only when the worker's heartbeats stop (parsl's default: 120 s).
 :ivar result_ttl: seconds a finished task is kept after completion (or after its result was
     first fetched); then it is abandoned and reads as unknown (Globus Compute: 30 minutes).
 """
@@ -33,6 +36,7 @@ _GC_KNOBS = (
     "rate_limit",
     "rate_window",
     "result_ttl",
+    "worker_lost_delay",
 )
 
 
@@ -46,7 +50,7 @@ def _coerce_gc(name: str, value: Any) -> Any:
         if count < 0 or count != float(value):
             raise ValueError(f"{name} must be a non-negative integer")
         return count
-    if name in ("retry_after", "result_ttl"):
+    if name in ("retry_after", "result_ttl", "worker_lost_delay"):
         return _nonneg(name, value)
     if name == "rate_window":
         number = _nonneg(name, value)
@@ -66,6 +70,7 @@ class GCKnobs(Knobs):
     rate_limit: int = 20
     rate_window: float = 10.0
     result_ttl: float = 1800.0
+    worker_lost_delay: float = 0.0
     _offline_since: float | None = field(default=None, init=False, repr=False, compare=False)
 
     def __setattr__(self, name: str, value: Any) -> None:

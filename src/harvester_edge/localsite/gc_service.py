@@ -181,6 +181,7 @@ class GCService(GatewayBook):
             workers=workers,
             poll_interval=poll_interval,
             host=socket.gethostname(),
+            lost_delay=lambda: self.knobs.worker_lost_delay,
         )
         self.tasks.dispatch = self.runner.dispatch
 
