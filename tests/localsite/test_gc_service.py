@@ -223,6 +223,18 @@ def test_sdk_runs_shell_functions_on_the_login_node(client: Any, svc: GCService)
     assert len(svc.user_endpoints) == 1
 
 
+def test_tasks_never_see_the_client_secret(
+    client: Any, svc: GCService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GLOBUS_COMPUTE_CLIENT_SECRET", CLIENT_SECRET)
+    fid = client.register_function(shell("env"))
+    ids = run_batch(client, svc, fid, [{}])
+    wait_final(client, ids)
+    out = client.get_batch_result(ids)[ids[0]]["result"].stdout
+    assert "SLURM_CONF=" in out and f"GC_TASK_UUID={ids[0]}" in out
+    assert CLIENT_SECRET not in out
+
+
 def test_python_function_exception_is_reported_as_the_service_does(
     client: Any, svc: GCService
 ) -> None:

@@ -67,6 +67,10 @@ WORKER_LOST = (
 )
 
 
+#: Environment variables never passed to tasks (the SDK's credentials and URLs).
+_PRIVATE_ENV = ("GLOBUS_COMPUTE_CLIENT_", "GLOBUS_SDK_", "GLOBUS_COMPUTE_USER_DIR")
+
+
 class ConfigError(ValueError):
     """A ``user_endpoint_config`` value the template cannot take; names the key."""
 
@@ -274,7 +278,9 @@ class TaskRunner:
         return sandbox, task_file, control / "result.json", launcher
 
     def _env(self, task: Task, sandbox: Path) -> dict[str, str]:
-        env = dict(os.environ)
+        """The worker's environment: ours (PATH, Slurm) without any Globus credentials (the
+        endpoint never hands the submitter's client secret to tasks), plus the sandbox."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_ENV)}
         if self.slurm.slurm_conf:
             env["SLURM_CONF"] = self.slurm.slurm_conf
         root = _package_root()

@@ -18,8 +18,16 @@ Start it from a test (the helper registers one confidential client and starts se
     svc.endpoint_id    # the Multi-User Endpoint's id
     svc.sdk_env()      # {GLOBUS_SDK_SERVICE_URL_AUTH, GLOBUS_COMPUTE_CLIENT_ID/SECRET}
     svc.knobs.update(endpoint_offline=True)   # or POST {url}/_admin/knobs
-    svc.counters["submit"], svc.jobs_created, svc.user_endpoints
+    svc.counters["submit"], svc.counters["throttled"], svc.jobs_created, svc.user_endpoints
+    svc.task_states(), svc.block_of(task_id), svc.issue_token(client_id), svc.revoke_tokens()
     svc.stop()
+
+Knobs (``gc_knobs.GCKnobs``): ``latency``; ``hang``; 5xx before anything is done
+(``error_rate`` with ``error_paths=["/v3/endpoints"]`` for submits only, ``seed``); 5xx after
+a submit's tasks were created (``error_after_submit``) or its connection closed
+(``drop_after_submit``); ``burst_429`` (+ ``retry_after``); the 20-per-10-s limiter
+(``rate_limit``, ``rate_window``; 0 disables); ``endpoint_offline``; results delayed
+(``task_delay``); ``worker_lost_delay``; ``result_ttl`` (30 minutes); ``token_lifetime``.
 
 ``globus_compute_sdk.Client`` always talks to ``get_web_service_url()`` (production, or
 ``http://localhost:5000`` with ``local_compute_services=True``); point it here with
@@ -35,8 +43,10 @@ route, else 401; ``/v2/version`` is public):
 - ``POST /v2/functions``, ``POST /v3/functions`` -> ``{"function_uuid"}``;
   ``GET /v2/functions/{id}``.
 - ``POST /v3/endpoints/{id}/submit`` -> ``{request_id, task_group_id, endpoint_id, tasks:
-  {function_id: [task_id...]}}``; 404 unknown endpoint or function, 400 bad body or
-  ``user_endpoint_config`` (naming the key), 413 a payload over 10 MB.
+  {function_id: [task_id...]}}``; 404 unknown endpoint or function, 403 another identity's
+  private function, 400 bad body or ``user_endpoint_config`` (naming the key), 413 a
+  payload over 10 MB.  Each ``tasks`` entry of the answer lists that function's new task
+  ids in payload order.
 - ``POST /v2/batch_status {"task_ids": [...]}`` -> ``{"response": "batch", "results":
   {id: doc}}`` with every requested id: ``{task_id, status, details}`` and, once final,
   ``result`` (serialized) or ``exception`` (traceback text) and ``completion_t``; an
@@ -237,12 +247,15 @@ class GCService(GatewayBook):
         """Forget every issued token (clients must fetch new ones after their 401)."""
         self.issuer.revoke_all()
 
-    def sdk_env(self, client_id: str, client_secret: str) -> dict[str, str]:
-        """Environment for a headless SDK client of this service."""
+    def sdk_env(
+        self, client_id: str | None = None, client_secret: str | None = None
+    ) -> dict[str, str]:
+        """Environment for a headless SDK client of this service (default: the client
+        ``start_gc_service`` registered)."""
         return {
             "GLOBUS_SDK_SERVICE_URL_AUTH": self.auth_url,
-            "GLOBUS_COMPUTE_CLIENT_ID": client_id,
-            "GLOBUS_COMPUTE_CLIENT_SECRET": client_secret,
+            "GLOBUS_COMPUTE_CLIENT_ID": client_id or self.client_id,
+            "GLOBUS_COMPUTE_CLIENT_SECRET": client_secret or self.client_secret,
         }
 
     def point_client(self, client: Any) -> Any:
@@ -623,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
             "admin_url": service.url + "/_admin",
             "endpoint_id": service.endpoint_id,
             "work_dir": str(service.work_dir),
-            **service.sdk_env(service.client_id, service.client_secret),
+            **service.sdk_env(),
         }
         print(json.dumps(info), flush=True)
         while not done.wait(0.5):
