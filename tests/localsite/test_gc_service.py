@@ -223,6 +223,15 @@ def test_sdk_runs_shell_functions_on_the_login_node(client: Any, svc: GCService)
     assert len(svc.user_endpoints) == 1
 
 
+def test_a_background_child_does_not_hold_the_task(client: Any, svc: GCService) -> None:
+    fid = client.register_function(shell("sleep 20 & echo started"))
+    ids = run_batch(client, svc, fid, [{}])
+    start = time.monotonic()
+    wait_final(client, ids, timeout=30)
+    assert client.get_batch_result(ids)[ids[0]]["result"].stdout == "started\n"
+    assert time.monotonic() - start < 15
+
+
 def test_tasks_never_see_the_client_secret(
     client: Any, svc: GCService, monkeypatch: pytest.MonkeyPatch
 ) -> None:

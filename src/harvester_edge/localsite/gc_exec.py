@@ -204,7 +204,7 @@ class TaskRunner:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gc-task")
         # block submission has its own pool: long local tasks never hold up an sbatch
         self._submitter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gc-block")
-        self._procs: set[subprocess.Popen[str]] = set()
+        self._procs: set[subprocess.Popen[bytes]] = set()
         self._poll_interval = poll_interval
         self._task_timeout = task_timeout
         self._host = host
@@ -295,25 +295,28 @@ class TaskRunner:
         if self._stop.is_set():
             return
         self._on_state(task, "running")
-        # own session: stop() kills the worker with everything it started
-        proc = subprocess.Popen(
-            ["/bin/bash", str(launcher)],
-            cwd=sandbox,
-            env=self._env(task, sandbox),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        # own session: stop() kills the worker with everything it started; its stderr goes
+        # to a file, so a child left running in the background can never hold us up
+        errors = result_file.with_name("worker.err")
+        with errors.open("w") as err:
+            proc = subprocess.Popen(
+                ["/bin/bash", str(launcher)],
+                cwd=sandbox,
+                env=self._env(task, sandbox),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
         with self._lock:
             self._procs.add(proc)
         try:
-            _, stderr = proc.communicate(timeout=self._task_timeout)
-            detail = (stderr or "")[-2000:]
+            proc.wait(timeout=self._task_timeout)
+            detail = errors.read_text(errors="replace")[-2000:]
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
             detail = f"worker exceeded {self._task_timeout:g} s"
         finally:
             with self._lock:
