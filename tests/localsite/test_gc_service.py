@@ -28,6 +28,8 @@ from ._helpers import poll, unique_name
 
 CLIENT_ID = "0b3c3e52-6f1e-4bd7-9a55-7b1f3c0d9e01"
 CLIENT_SECRET = "loopback-secret-1"
+#: seconds a Slurm-backed wait may take (the cluster is shared: blocks may queue a while)
+SLURM_WAIT = 180.0
 
 
 class Clock:
@@ -113,7 +115,30 @@ def raw_status(gcc: Any, ids: list[str]) -> dict[str, Any]:
     return results
 
 
+def wait_done(svc: GCService, ids: list[str], timeout: float = 60.0) -> None:
+    """Wait until the tasks ended, without reading them through the API (a read that
+    delivers a result is the last one: the service forgets the task)."""
+
+    def done() -> bool:
+        states = svc.task_states()
+        return all(states.get(i) in ("success", "failed") for i in ids)
+
+    poll(done, timeout, 0.2, what=f"tasks {ids}")
+
+
+def sdk_results(gcc: Any, ids: list[str], timeout: float = 60.0) -> dict[str, Any]:
+    """``Client.get_batch_result`` until every (successful) task has its result."""
+
+    def done() -> dict[str, Any] | None:
+        got = gcc.get_batch_result(ids)
+        return got if all(i in got and not got[i]["pending"] for i in ids) else None
+
+    return poll(done, timeout, 0.3, what=f"results of {ids}")
+
+
 def wait_final(gcc: Any, ids: list[str], timeout: float = 60.0) -> dict[str, Any]:
+    """Raw ``batch_status`` until every task is final (this read delivers them)."""
+
     def done() -> dict[str, Any] | None:
         docs = raw_status(gcc, ids)
         return docs if all(d["status"] in ("success", "failed") for d in docs.values()) else None
@@ -180,7 +205,7 @@ def test_compute_routes_refuse_a_bad_bearer_with_401(svc: GCService, header: str
             r = http.request(method, path, json={})
             assert r.status_code == 401, (path, r.text)
             assert r.headers["WWW-Authenticate"] == "Bearer"
-            assert r.json()["code"] == "UNAUTHORIZED"
+            assert r.json()["code"] == "USER_UNAUTHENTICATED"
         assert http.get("/v2/version").status_code == 200  # public
 
 
@@ -207,8 +232,7 @@ def test_sdk_runs_shell_functions_on_the_login_node(client: Any, svc: GCService)
 
     fid = client.register_function(shell("echo hello {name}; pwd; exit {rc}"))
     ids = run_batch(client, svc, fid, [{"name": "one", "rc": 0}, {"name": "two", "rc": 3}])
-    wait_final(client, ids)
-    results = client.get_batch_result(ids)
+    results = sdk_results(client, ids)
     assert set(results) == set(ids)
     first, second = (results[i]["result"] for i in ids)
     assert isinstance(first, ShellResult) and first.returncode == 0
@@ -217,9 +241,12 @@ def test_sdk_runs_shell_functions_on_the_login_node(client: Any, svc: GCService)
     assert lines[1] == str(svc.work_dir / ids[0])  # run in the task's sandbox
     assert second.returncode == 3 and second.exception_name == "subprocess.CalledProcessError"
     assert all(results[i]["status"] == "success" and not results[i]["pending"] for i in ids)
-    task = client.get_task(ids[0])
+    task = client.get_task(ids[0])  # the SDK's own cache: no request
     assert task["result"].stdout == first.stdout
     assert svc.counters["register_function"] == 1 and svc.counters["submit"] == 1
+    # delivered once, then forgotten by the service
+    gone = {"task_id": ids[0], "status": "failed", "reason": "unknown task id"}
+    assert raw_status(client, ids)[ids[0]] == gone
     assert len(svc.user_endpoints) == 1
 
 
@@ -227,8 +254,7 @@ def test_a_background_child_does_not_hold_the_task(client: Any, svc: GCService) 
     fid = client.register_function(shell("sleep 20 & echo started"))
     ids = run_batch(client, svc, fid, [{}])
     start = time.monotonic()
-    wait_final(client, ids, timeout=30)
-    assert client.get_batch_result(ids)[ids[0]]["result"].stdout == "started\n"
+    assert sdk_results(client, ids, timeout=30)[ids[0]]["result"].stdout == "started\n"
     assert time.monotonic() - start < 15
 
 
@@ -238,8 +264,7 @@ def test_tasks_never_see_the_client_secret(
     monkeypatch.setenv("GLOBUS_COMPUTE_CLIENT_SECRET", CLIENT_SECRET)
     fid = client.register_function(shell("env"))
     ids = run_batch(client, svc, fid, [{}])
-    wait_final(client, ids)
-    out = client.get_batch_result(ids)[ids[0]]["result"].stdout
+    out = sdk_results(client, ids)[ids[0]]["result"].stdout
     assert "SLURM_CONF=" in out and f"GC_TASK_UUID={ids[0]}" in out
     assert CLIENT_SECRET not in out
 
@@ -251,18 +276,20 @@ def test_python_function_exception_is_reported_as_the_service_does(
 
     fid = client.register_source_code(DIVIDE, "divide")
     batch = client.create_batch()
-    batch.add(fid, args=(1, 0))
-    batch.add(fid, args=(6, 3))
-    ids = client.batch_run(svc.endpoint_id, batch)["tasks"][fid]
-    docs = wait_final(client, ids)
-    failed = docs[ids[0]]
+    for args in ((1, 0), (2, 0), (3, 0), (6, 3)):
+        batch.add(fid, args=args)
+    raw, dropped, single, ok = ids = client.batch_run(svc.endpoint_id, batch)["tasks"][fid]
+    wait_done(svc, ids)
+    failed = raw_status(client, [raw])[raw]
     assert failed["status"] == "failed" and "ZeroDivisionError" in failed["exception"]
     assert "result" not in failed and float(failed["completion_t"]) > 0
-    results = client.get_batch_result(ids)
-    assert ids[0] not in results  # the SDK drops failed tasks from its answer
-    assert results[ids[1]]["result"] == 2
+    results = client.get_batch_result([dropped, ok])
+    assert dropped not in results  # the SDK drops failed tasks from its answer...
+    assert results[ok]["result"] == 2
+    lost = raw_status(client, [dropped])[dropped]  # ...and the service forgot it meanwhile
+    assert lost["reason"] == "unknown task id" and "exception" not in lost
     with pytest.raises(TaskExecutionFailed, match="ZeroDivisionError"):
-        client.get_task(ids[0])
+        client.get_task(single)
 
 
 #: a Python function registered as source (a function of this test module would be pickled
@@ -276,7 +303,9 @@ def test_batch_status_answers_every_id_and_unknown_ids(client: Any, svc: GCServi
     unknown = "00000000-0000-4000-8000-000000000000"
     docs = raw_status(client, [*ids, unknown])
     assert set(docs) == {*ids, unknown}
-    assert docs[unknown] == {"task_id": unknown, "status": "unknown", "reason": "unknown task"}
+    assert docs[unknown] == {"task_id": unknown, "status": "failed", "reason": "unknown task id"}
+    sdk = client.get_batch_result([unknown])[unknown]
+    assert sdk == {"pending": False, "status": "failed", "reason": "unknown task id"}
     assert docs[ids[0]]["status"] in ("waiting-for-launch", "running", "success")
     import globus_sdk
 
@@ -287,16 +316,28 @@ def test_batch_status_answers_every_id_and_unknown_ids(client: Any, svc: GCServi
 
 def test_results_are_abandoned_after_30_minutes(client: Any, svc: GCService, clock: Clock) -> None:
     fid = client.register_function(shell("echo kept"))
-    fetched, unfetched = run_batch(client, svc, fid, [{}]), run_batch(client, svc, fid, [{}])
-    poll(lambda: svc.task_states().get(unfetched[0]) == "success", 60, what="second task")
-    wait_final(client, fetched)  # fetched now; the other one never fetched
+    ids = run_batch(client, svc, fid, [{}, {}])
+    wait_done(svc, ids)
     clock.now += 1700
     time.sleep(0.5)
-    assert set(svc.task_states()) == {*fetched, *unfetched}
+    assert set(svc.task_states()) == set(ids)  # not fetched, still kept
+    assert sdk_results(client, ids[:1])[ids[0]]["result"].stdout == "kept\n"
     clock.now += 200  # 1900 s after completion: past the 1800 s retention
     poll(lambda: not svc.task_states(), 5, what="abandonment")
-    docs = raw_status(client, [*fetched, *unfetched])
-    assert {d["status"] for d in docs.values()} == {"unknown"}
+    assert raw_status(client, ids[1:])[ids[1]]["reason"] == "unknown task id"
+
+
+def test_fetched_ttl_keeps_delivered_results_readable(
+    client: Any, svc: GCService, clock: Clock
+) -> None:
+    svc.knobs.fetched_ttl = 60
+    fid = client.register_function(shell("echo again"))
+    ids = run_batch(client, svc, fid, [{}])
+    wait_done(svc, ids)
+    for _ in range(2):
+        assert raw_status(client, ids)[ids[0]]["status"] == "success"
+    clock.now += 61
+    poll(lambda: not svc.task_states(), 5, what="forgotten")
 
 
 def test_user_endpoint_config_is_checked_and_keyed(api: httpx.Client, svc: GCService) -> None:
@@ -414,8 +455,7 @@ def test_shell_function_sbatch_returns_the_job_id(client: Any, svc: GCService) -
     )
     name = unique_name()
     ids = run_batch(client, svc, fid, [{"name": name}])
-    wait_final(client, ids)
-    result = client.get_batch_result(ids)[ids[0]]["result"]
+    result = sdk_results(client, ids, SLURM_WAIT)[ids[0]]["result"]
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip()
     try:
@@ -430,12 +470,13 @@ def test_task_mode_runs_each_task_in_a_slurm_block(client: Any, svc: GCService) 
     fid = client.register_function(shell("echo $SLURM_JOB_ID"))
     config = {"provider": "slurm", "walltime": "00:05:00", "nodes_per_block": 1}
     ids = run_batch(client, svc, fid, [{}], **config)
-    docs = wait_final(client, ids)
-    transitions = docs[ids[0]]["details"]["task_transitions"]
+    results = sdk_results(client, ids, SLURM_WAIT)
+    transitions = results[ids[0]]["details"]["task_transitions"]
     assert {"waiting-for-nodes", "running"} <= set(transitions)
-    result = client.get_batch_result(ids)[ids[0]]["result"]
-    assert result.stdout.strip() == svc.block_of(ids[0]) == svc.jobs_created[0]
-    assert "slurm" not in json.dumps(docs).lower()  # the block's job is not in task status
+    result = results[ids[0]]["result"]
+    assert result.stdout.strip() == svc.jobs_created[0]  # the block of the task
+    details = json.dumps(results[ids[0]]["details"]).lower()
+    assert "slurm" not in details and str(result.stdout.strip()) not in details
 
 
 @pytest.mark.slurm
@@ -449,26 +490,25 @@ def test_a_killed_block_fails_its_task_as_a_lost_worker(client: Any, svc: GCServ
     running = run_batch(client, svc, fid, [{"s": 120}], provider="slurm")
     poll(
         lambda: raw_status(client, held)[held[0]]["status"] == "waiting-for-nodes",
-        30,
+        SLURM_WAIT,
         what="pending block",
     )
-    poll(lambda: raw_status(client, running)[running[0]]["status"] == "running", 60)
+    poll(lambda: raw_status(client, running)[running[0]]["status"] == "running", SLURM_WAIT)
     svc.knobs.worker_lost_delay = 2.0  # the endpoint's heartbeat timeout
     jobs = [svc.block_of(task_id) for task_id in (*held, *running)]
     assert None not in jobs
     assert slurm.scancel([j for j in jobs if j]) is None
     live = ("PENDING", "RUNNING", "CONFIGURING")
     ended = lambda: all(r["state"] not in live for r in slurm.squeue([j for j in jobs if j]))  # noqa: E731
-    poll(ended, 20, what="blocks ended")
+    poll(ended, 60, what="blocks ended")
     docs = raw_status(client, running)
     assert docs[running[0]]["status"] == "running"  # not noticed yet
-    docs = wait_final(client, [*held, *running])
-    for doc in docs.values():
-        assert doc["status"] == "failed"
-        assert "parsl.executors.high_throughput.errors.WorkerLost" in doc["exception"]
-    assert client.get_batch_result([*held, *running]) == {}
+    wait_done(svc, [*held, *running], SLURM_WAIT)
     with pytest.raises(TaskExecutionFailed, match="WorkerLost"):
-        client.get_task(running[0])
+        client.get_task(held[0])
+    doc = raw_status(client, running)[running[0]]
+    assert doc["status"] == "failed"
+    assert "parsl.executors.high_throughput.errors.WorkerLost" in doc["exception"]
 
 
 @pytest.mark.slurm
@@ -486,8 +526,7 @@ def test_block_options_reach_sbatch(client: Any, svc: GCService) -> None:
         "worker_init": "export MY_INIT=ready",
     }
     ids = run_batch(client, svc, fid, [{}], **config)
-    wait_final(client, ids)
-    result = client.get_batch_result(ids)[ids[0]]["result"]
+    result = sdk_results(client, ids, SLURM_WAIT)[ids[0]]["result"]
     assert result.stdout.split() == [partition, "ready", "3:00", "gc-loopback"]
 
 
@@ -590,8 +629,7 @@ def test_endpoint_offline_holds_tasks_until_back(
     r = api.post("/_admin/knobs", json={"endpoint_offline": False})
     assert r.status_code == 200 and r.json()["knobs"]["endpoint_offline"] is False
     assert client.get_endpoint_status(svc.endpoint_id)["status"] == "online"
-    wait_final(client, ids)
-    assert client.get_batch_result(ids)[ids[0]]["result"].stdout == "back\n"
+    assert sdk_results(client, ids)[ids[0]]["result"].stdout == "back\n"
 
 
 def test_results_delayed_knob(client: Any, svc: GCService) -> None:

@@ -17,8 +17,10 @@ created answers 5xx, ``drop_rate``/``drop_after_submit``, ``task_delay`` = resul
 :ivar worker_lost_delay: seconds a task keeps reading ``running`` after its block vanished
     without a result (``scancel``, node failure) before it fails as a lost worker: a real
     endpoint notices only when the worker's heartbeats stop (parsl's default: 120 s).
-:ivar result_ttl: seconds a finished task is kept after completion (or after its result was
-    first fetched); then it is abandoned and reads as unknown (Globus Compute: 30 minutes).
+:ivar result_ttl: seconds a finished task whose result nobody fetched is kept after
+    completion; then it is abandoned and reads as unknown (Globus Compute: 30 minutes).
+:ivar fetched_ttl: seconds a task stays readable after the answer that delivered its result
+    or exception; 0 (default): forgotten at once, as funcX's service deleted it on delivery.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ _GC_KNOBS = (
     "rate_window",
     "result_ttl",
     "worker_lost_delay",
+    "fetched_ttl",
 )
 
 
@@ -50,7 +53,7 @@ def _coerce_gc(name: str, value: Any) -> Any:
         if count < 0 or count != float(value):
             raise ValueError(f"{name} must be a non-negative integer")
         return count
-    if name in ("retry_after", "result_ttl", "worker_lost_delay"):
+    if name in ("retry_after", "result_ttl", "worker_lost_delay", "fetched_ttl"):
         return _nonneg(name, value)
     if name == "rate_window":
         number = _nonneg(name, value)
@@ -71,6 +74,7 @@ class GCKnobs(Knobs):
     rate_window: float = 10.0
     result_ttl: float = 1800.0
     worker_lost_delay: float = 0.0
+    fetched_ttl: float = 0.0
     _offline_since: float | None = field(default=None, init=False, repr=False, compare=False)
 
     def __setattr__(self, name: str, value: Any) -> None:

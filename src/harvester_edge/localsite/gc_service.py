@@ -50,8 +50,10 @@ route, else 401; ``/v2/version`` is public):
 - ``POST /v2/batch_status {"task_ids": [...]}`` -> ``{"response": "batch", "results":
   {id: doc}}`` with every requested id: ``{task_id, status, details}`` and, once final,
   ``result`` (serialized) or ``exception`` (traceback text) and ``completion_t``; an
-  unknown or abandoned id reads ``{task_id, status: "unknown", reason: "unknown task"}``
-  (the SDK keeps such a task pending).  ``GET /v2/tasks/{id}`` -> the same doc (404 when
+  unknown, abandoned or already delivered id reads ``{task_id, status: "failed", reason:
+  "unknown task id"}`` (no result, no exception; funcX's answer).  A result or exception is
+  delivered once: the task is forgotten after the answer that carried it
+  (``fetched_ttl``).  ``GET /v2/tasks/{id}`` -> the same doc (404 when
   unknown).  ``GET /v2/taskgroup/{id}``.
 - ``GET /v2/endpoints/{id}/status`` -> ``{"status": "online"|"offline", "details"}``;
   ``GET /v2/endpoints/{id}`` (metadata), ``GET /v2/endpoints``,
@@ -122,7 +124,9 @@ _ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
 
 
 class _Refusal(Exception):
-    """A Compute error answer ``{code, reason, http_status_code}``."""
+    """A Compute error answer: funcX's ``{status: "Failed", code, error_args, reason,
+    http_status_code}`` with the code as text, plus ``message`` (what globus-sdk's
+    ``GlobusAPIError`` shows)."""
 
     def __init__(self, status: int, code: str, reason: str, headers: dict[str, str] | None = None):
         super().__init__(reason)
@@ -132,7 +136,14 @@ class _Refusal(Exception):
         self.headers = headers or {}
 
     def response(self) -> Response:
-        body = {"code": self.code, "reason": self.reason, "http_status_code": self.status}
+        body = {
+            "status": "Failed",
+            "code": self.code,
+            "error_args": [],
+            "reason": self.reason,
+            "message": self.reason,
+            "http_status_code": self.status,
+        }
         return self.status, body, self.headers
 
 
@@ -361,7 +372,7 @@ class GCService(GatewayBook):
         if grant is None:
             raise _Refusal(
                 401,
-                "UNAUTHORIZED",
+                "USER_UNAUTHENTICATED",
                 "missing, invalid or expired bearer token",
                 {"WWW-Authenticate": "Bearer"},
             )
@@ -390,9 +401,9 @@ class GCService(GatewayBook):
         try:
             body = json.loads(request.body or b"{}")
         except (ValueError, UnicodeDecodeError):
-            raise _Refusal(400, "BAD_REQUEST", "request body is not JSON") from None
+            raise _Refusal(400, "REQUEST_MALFORMED", "request body is not JSON") from None
         if not isinstance(body, dict):
-            raise _Refusal(400, "BAD_REQUEST", "request body must be a JSON object")
+            raise _Refusal(400, "REQUEST_MALFORMED", "request body must be a JSON object")
         return body
 
     # ------------------------------------------------------------------ routes
@@ -411,7 +422,7 @@ class GCService(GatewayBook):
         body = self._json(request)
         code, name = body.get("function_code"), body.get("function_name")
         if not isinstance(code, str) or not code or not isinstance(name, str) or not name:
-            raise _Refusal(400, "BAD_REQUEST", "function_code and function_name are required")
+            raise _Refusal(400, "REQUEST_MALFORMED", "function_code and function_name are required")
         function_id = str(uuid.uuid4())
         doc = {
             "function_uuid": function_id,
@@ -445,7 +456,7 @@ class GCService(GatewayBook):
         body = self._json(request)
         tasks = body.get("tasks")
         if not isinstance(tasks, dict) or not tasks:
-            raise _Refusal(400, "BAD_REQUEST", "tasks must map function ids to payload lists")
+            raise _Refusal(400, "REQUEST_MALFORMED", "tasks must map function ids to payload lists")
         try:
             config = UserEndpointConfig.parse(body.get("user_endpoint_config"))
         except ConfigError as exc:
@@ -460,7 +471,9 @@ class GCService(GatewayBook):
                 reason = f"function {function_id} is not shared with this identity"
                 raise _Refusal(403, "FUNCTION_ACCESS_FORBIDDEN", reason)
             if not isinstance(payloads, list) or not all(isinstance(p, str) for p in payloads):
-                raise _Refusal(400, "BAD_REQUEST", f"tasks.{function_id} must be payload strings")
+                raise _Refusal(
+                    400, "REQUEST_MALFORMED", f"tasks.{function_id} must be payload strings"
+                )
             if any(len(p) > MAX_PAYLOAD for p in payloads):
                 raise _Refusal(413, "PAYLOAD_TOO_LARGE", "a task payload exceeds 10 MB")
         group = str(body.get("task_group_id") or uuid.uuid4())
@@ -485,7 +498,7 @@ class GCService(GatewayBook):
     def _batch_status(self, request: HttpRequest, grant: Grant) -> Response:
         ids = self._json(request).get("task_ids")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise _Refusal(400, "BAD_REQUEST", "task_ids must be a list of task ids")
+            raise _Refusal(400, "REQUEST_MALFORMED", "task_ids must be a list of task ids")
         return 200, {"response": "batch", "results": self.tasks.docs(grant.identity, ids)}
 
     def _get_task(self, request: HttpRequest, grant: Grant, id: str) -> Response:  # noqa: A002

@@ -8,8 +8,11 @@ Semantics kept from the real service (what clients must cope with):
 - A finished task's document carries ``result`` (serialized by the SDK's serializer) or
   ``exception`` (traceback text) and ``completion_t``; while the ``task_delay`` knob holds
   results back, or the task ended while the endpoint is offline, it still reads ``running``.
-- Results are kept until fetched and abandoned ``result_ttl`` seconds (30 minutes) after
-  completion, or after their first delivery; an abandoned task reads like an unknown one.
+- Results are kept until fetched: the answer that delivers a result or exception is the
+  last one about the task (as funcX's service deleted a task on delivery; ``fetched_ttl``
+  keeps it a while longer).  Results never fetched are abandoned ``result_ttl`` seconds
+  (30 minutes) after completion.  A forgotten task reads like an unknown one:
+  ``{task_id, status: "failed", reason: "unknown task id"}``.
 - Each identity sees only its own tasks.
 - One user endpoint is started per distinct ``user_endpoint_config`` (counted).
 """
@@ -40,8 +43,10 @@ _RANK = {
 
 
 def unknown_doc(task_id: str) -> dict[str, Any]:
-    """The batch-status entry of an id the service does not know (or has abandoned)."""
-    return {"task_id": task_id, "status": "unknown", "reason": "unknown task"}
+    """The batch-status entry of an id the service does not know, or no longer knows
+    (delivered or abandoned): final, without result or exception (the SDK reports it as
+    ``{"pending": False, "status": "failed", "reason": ...}``)."""
+    return {"task_id": task_id, "status": "failed", "reason": "unknown task id"}
 
 
 def _worker_details() -> dict[str, str]:
@@ -150,13 +155,18 @@ class TaskTable:
             self.dispatch(task)
 
     def abandon(self) -> list[str]:
-        """Drop finished tasks past ``result_ttl``; their ids."""
-        now, ttl = self.clock(), self.knobs.result_ttl
+        """Forget delivered tasks past ``fetched_ttl`` and unfetched results past
+        ``result_ttl``; their ids."""
+        now, ttl, kept = self.clock(), self.knobs.result_ttl, self.knobs.fetched_ttl
         with self._lock:
             gone = [
                 t.id
                 for t in self._tasks.values()
-                if t.completed_at is not None and (t.fetched_at or t.completed_at) + ttl < now
+                if t.completed_at is not None
+                and (
+                    (t.fetched_at is None and t.completed_at + ttl < now)
+                    or (t.fetched_at is not None and t.fetched_at + kept <= now)
+                )
             ]
             for task_id in gone:
                 del self._tasks[task_id]
@@ -196,12 +206,25 @@ class TaskTable:
                 task = self._tasks.get(task_id)
                 ok = task is not None and task.owner == owner
                 out[task_id] = self._doc(task) if task is not None and ok else unknown_doc(task_id)
+            self._forget_delivered(ids)
         return out
 
     def doc(self, owner: str, task_id: str) -> dict[str, Any] | None:
         with self._lock:
             task = self._tasks.get(task_id)
-            return self._doc(task) if task is not None and task.owner == owner else None
+            doc = self._doc(task) if task is not None and task.owner == owner else None
+            self._forget_delivered([task_id])
+        return doc
+
+    def _forget_delivered(self, ids: list[str]) -> None:
+        """Drop tasks whose result was just delivered, unless ``fetched_ttl`` keeps them
+        (lock held)."""
+        if self.knobs.fetched_ttl > 0:
+            return
+        for task_id in ids:
+            task = self._tasks.get(task_id)
+            if task is not None and task.fetched_at is not None:
+                del self._tasks[task_id]
 
     def group(self, group_id: str) -> list[str] | None:
         with self._lock:
