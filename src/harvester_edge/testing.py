@@ -25,7 +25,7 @@ import itertools
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 from .edge import lifecycle
@@ -140,6 +140,7 @@ class FakeFacility(FacilityClient):
         self.tasks: dict[str, FakeTask] = {}
         self.files: dict[str, str] = {}
         self.health_answer = Health(True, "active")
+        self._credential_watchers: list[Callable[[CredentialFacts], None]] = []
         self.credential_answer = CredentialFacts(kind="fake", identity="fake-client")
         self.requests: Counter[str] = Counter()
         self.cancelled: list[str] = []
@@ -150,6 +151,23 @@ class FakeFacility(FacilityClient):
         self._keys: dict[str, SubmitReceipt] = {}  # idempotency key -> first answer
         self._probes: dict[tuple[str, frozenset[str]], Deferred] = {}
         self._cancel_answers: dict[frozenset[str], dict[str, CancelOutcome]] = {}
+
+    @property
+    def credential_answer(self) -> CredentialFacts:
+        """The facility's word on the credential (``credential()``); a test sets it."""
+        return self._credential
+
+    @credential_answer.setter
+    def credential_answer(self, facts: CredentialFacts) -> None:
+        self._credential = facts
+        for watcher in list(self._credential_watchers):
+            watcher(facts)
+
+    def watch_credential(self, callback: Callable[[CredentialFacts], None]) -> None:
+        """Call ``callback(facts)`` each time ``credential_answer`` is set: a double that
+        hands out the credential itself (a token file) writes the new one at once, as a
+        credential manager would."""
+        self._credential_watchers.append(callback)
 
     # scripting ----------------------------------------------------------------------------
     def script(self, operation: str, *faults: str) -> None:

@@ -21,7 +21,9 @@ gives:
 - ``workspec(worker_id, **fields)``: a WorkSpec as Harvester's worker maker makes it;
 - ``capabilities`` (its client's; tests branch on these only), ``profile`` (the
   ``testing.PROFILES`` entry it declares), ``finds_ended_jobs`` (its ``find`` also sees jobs
-  that already left the live queue: accounting or history by name) and ``close()``.
+  that already left the live queue: accounting or history by name),
+  ``queue_shows_ended_jobs`` (its ``poll`` may answer a job that ended from the live queue,
+  before accounting confirms it) and ``close()``.
 
 Process-wide state (shared clients, health cache, submit limits, orphan watch, allocation
 book, throttler bindings, registered fakes) is reset around every test; plugin time
@@ -41,15 +43,20 @@ from typing import Any
 import pytest
 
 from harvester_edge import testing
+from harvester_edge.config import Secret
 from harvester_edge.edge import allocations, health, lifecycle, limits, watch
 from harvester_edge.edge.allocations import AllocationBook
+from harvester_edge.edge.retry import RetryPolicy, Timeouts
 from harvester_edge.facilities import registry
 from harvester_edge.facilities.base import Capabilities
+from harvester_edge.facilities.iri import IRIClient, IRISettings
 from harvester_edge.facilities.s3m import S3MClient
 from harvester_edge.harvester import WorkSpec
 from harvester_edge.plugins import monitor, submitter, throttler
+from harvester_edge.plugins.iri import IRIMonitor, IRISubmitter, IRISweeper
 from harvester_edge.plugins.s3m import S3MMonitor, S3MSubmitter, S3MSweeper
 from harvester_edge.plugins.throttler import EdgeThrottler
+from harvester_edge.testing_iri import IRIDouble
 from harvester_edge.testing_s3m import S3MDouble
 
 from ._helpers import QUEUE
@@ -94,6 +101,8 @@ class FakeFamily:
 
     #: ``find`` sees jobs that left the live queue too (the fake looks in its accounting)
     finds_ended_jobs = True
+    #: a job that ended shows in the queue (unconfirmed) until accounting has it
+    queue_shows_ended_jobs = True
 
     def __init__(self, root: Path, *, profile: str) -> None:
         self.root = root
@@ -239,6 +248,101 @@ class S3MClientFamily(FakeFamily):
         return S3MSubmitter(**conf), S3MMonitor(**conf), S3MSweeper(**conf)
 
 
+def _iri_capabilities(version: str) -> Capabilities:
+    """What an IRI client of this API version declares (a client is built, never used)."""
+    settings = IRISettings(
+        api_url=f"https://iri.invalid/api/{version}", api_version=version, resource="any",
+        token=Secret("env:IRI_CONFORMANCE_UNUSED"), timeouts=Timeouts(1, 1),
+        policy=RetryPolicy(),
+    )  # fmt: skip
+    client = IRIClient(settings)
+    try:
+        return client.capabilities
+    finally:
+        client.close()
+
+
+#: the IRI client's capabilities per API version (v2: idempotent submits)
+IRI_CAPABILITIES = {version: _iri_capabilities(version) for version in ("v1", "v2")}
+
+
+class IRIClientFamily(FakeFamily):
+    """The real IRI client and plugins (``harvester_edge.plugins.iri``) of one API version
+    over an IRI double (``harvester_edge.testing_iri``) whose scheduler is a ``FakeFacility``:
+    v1 on the ``sync`` profile, v2 on the ``idempotent`` one (the double answers a repeated
+    ``Idempotency-Key`` from the fake's own store).  Every request goes through ``httpx`` to
+    ``respx`` (mounted while the family lives); the token file (mode 0600) is under ``root``
+    and the double writes it again when the fake's credential expiry changes (the client
+    reads a token's expiry from the JWT itself)."""
+
+    module = "harvester_edge.plugins.iri"
+    submitter_name = "IRISubmitter"
+    #: the bulk status with ``historical=true`` answers finished jobs by name too
+    finds_ended_jobs = True
+    #: the live set (``historical=false``) holds no ended job: its history is the only word
+    queue_shows_ended_jobs = False
+    api_version = "v2"
+
+    def __init__(self, root: Path, *, profile: str | None = None) -> None:
+        self.double: IRIDouble | None = None
+        default = "idempotent" if self.api_version == "v2" else "sync"
+        super().__init__(root, profile=profile or default)
+        self.token_file = self.iri.write_token(root / "iri.token")
+
+    @property
+    def iri(self) -> IRIDouble:
+        """The IRI double the plugins talk to."""
+        assert self.double is not None
+        return self.double
+
+    @property
+    def capabilities(self) -> Any:
+        return IRI_CAPABILITIES[self.api_version]
+
+    def reconfigure(self, **facility_options: Any) -> testing.FakeFacility:
+        """A fresh scheduler behind the same IRI host (plugins keep their shared client)."""
+        facility_options.setdefault("profile", self.profile)
+        self.facility = testing.FakeFacility(**facility_options)
+        if self.double is None:
+            self.double = IRIDouble(self.facility, api_version=self.api_version).start()
+        self.double.facility = self.facility
+        return self.facility
+
+    def close(self) -> None:
+        if self.double is not None:
+            self.double.stop()
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(self.iri.tokens)
+
+    def options(self, **overrides: Any) -> dict[str, Any]:
+        conf = dict(BASE_OPTIONS)
+        conf.update(
+            self.iri.options(),
+            token=f"file:{self.token_file}",
+            remoteWorkDir=str(self.root / "remote"),
+            accessPoint=str(self.root / "ap" / "${workerID}"),
+        )
+        conf.update(overrides)
+        return conf
+
+    def plugins(self, **overrides: Any) -> tuple[IRISubmitter, IRIMonitor, IRISweeper]:  # type: ignore[override]
+        conf = self.options(**overrides)
+        return IRISubmitter(**conf), IRIMonitor(**conf), IRISweeper(**conf)
+
+
+class IRIv1ClientFamily(IRIClientFamily):
+    """The IRI client on API v1 (no ``Idempotency-Key``: the core's maybe-sent rule)."""
+
+    api_version = "v1"
+
+
+class IRIv2ClientFamily(IRIClientFamily):
+    """The IRI client on API v2 (``Idempotency-Key`` = the worker's tag)."""
+
+    api_version = "v2"
+
+
 #: every family: one fake per capability profile of the real services (async submit like
 #: SFAPI, sync like S3M, idempotent submit like IRI v2, task-based queries like Globus
 #: Compute), and the real S3M client over its double
@@ -247,10 +351,14 @@ FAMILIES: dict[str, Callable[[Path], Any]] = {
     for profile in testing.PROFILES
 }
 FAMILIES["s3m-client"] = S3MClientFamily
+FAMILIES["iri-v1-client"] = IRIv1ClientFamily
+FAMILIES["iri-v2-client"] = IRIv2ClientFamily
 #: what each family's client declares (read without building the family)
 CAPABILITIES: dict[str, Capabilities] = {
     **{f"fake-{profile}": caps for profile, caps in testing.PROFILES.items()},
     "s3m-client": S3MClient.capabilities,
+    "iri-v1-client": IRI_CAPABILITIES["v1"],
+    "iri-v2-client": IRI_CAPABILITIES["v2"],
 }
 
 

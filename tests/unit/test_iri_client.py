@@ -125,26 +125,32 @@ def test_submit_posts_the_canonical_psij_bytes_with_the_tag_as_key(client):
 
 
 @respx.mock
-def test_submit_retries_send_byte_identical_bodies_under_the_same_key(client):
+def test_submit_resends_are_byte_identical_under_the_same_key_and_never_nested(client):
+    """One ``submit`` is one request (the submitter resends, ``retryAttempts`` in all: no
+    transport retries inside each resend); every resend carries the same bytes and key."""
     resources(respx)
     route = respx.post(f"{V2}/compute/job/{RID}").mock(
         side_effect=[
             httpx.ReadTimeout("lost"),
+            problem(502, "Bad Gateway"),
             problem(409, "A request with this Idempotency-Key is already in progress."),
             httpx.Response(200, json=job("77", "new"), headers={"Idempotency-Key-Reply": "hit"}),
         ]
     )
+    with pytest.raises(EdgeNetworkError) as lost:
+        client.submit(spec())
+    assert lost.value.maybe_sent and route.call_count == 1  # not sent again after a timeout
+    with pytest.raises(StatusError) as gateway:
+        client.submit(spec())
+    assert gateway.value.status == 502 and route.call_count == 2
+    with pytest.raises(StatusError):
+        client.submit(spec())
+    assert route.call_count == 3
     assert client.submit(spec()).job_id == "77"
     bodies = {call.request.content for call in route.calls}
     keys = {call.request.headers["Idempotency-Key"] for call in route.calls}
-    assert route.call_count == 3 and len(bodies) == 1 and keys == {"hedge-t1-Q-w7"}
-    # and a second submit of the same spec (the submitter's resend) sends the same bytes
-    route.side_effect = None
-    route.return_value = httpx.Response(
-        200, json=job("77"), headers={"Idempotency-Key-Reply": "hit"}
-    )
-    assert client.submit(spec()).job_id == "77"
-    assert {c.request.content for c in route.calls} == bodies
+    assert route.call_count == 4 and len(bodies) == 1 and keys == {"hedge-t1-Q-w7"}
+    assert bodies == {canonical_json(psij_job_spec(spec()))}
 
 
 @respx.mock
@@ -161,15 +167,17 @@ def test_idempotency_hit_is_the_original_job_and_is_logged(client, caplog):
 
 
 @respx.mock
-def test_409_in_flight_without_retry_after_is_transient_and_not_maybe_sent(client):
+def test_409_in_flight_is_transient_and_left_to_the_submitter(client):
+    """The same key still in flight: transient (the submitter sends it again after its
+    back-off, same key and bytes), one request per ``submit``."""
     resources(respx)
     route = respx.post(f"{V2}/compute/job/{RID}").mock(
         return_value=problem(409, "A request with this Idempotency-Key is already in progress.")
     )
     with pytest.raises(StatusError) as info:
         client.submit(spec())
-    assert info.value.status == 409 and info.value.transient and not info.value.maybe_sent
-    assert route.call_count == 3  # retried by the transport (same key, same bytes)
+    assert info.value.status == 409 and info.value.transient
+    assert route.call_count == 1
 
 
 @respx.mock
@@ -497,7 +505,7 @@ def test_cancel_outcomes(client):
         )  # fmt: skip
     )
     respx.delete(f"{base}/4").mock(return_value=problem(400, "Access/permission denied"))
-    respx.delete(f"{base}/5").mock(side_effect=httpx.ConnectError("down"))
+    respx.delete(f"{base}/5").mock(side_effect=httpx.RemoteProtocolError("reset"))
     out = client.cancel(["1", "2", "3", "4", "5", "1"])
     assert {k: v.kind for k, v in out.items()} == {
         "1": CancelOutcome.ACCEPTED, "2": CancelOutcome.ALREADY_FINAL,
@@ -515,6 +523,37 @@ def test_cancel_raises_when_no_request_got_an_answer(client):
     )
     with pytest.raises(EdgeNetworkError):
         client.cancel(["1", "2"])
+
+
+@respx.mock
+def test_cancel_stops_at_the_first_unanswered_delete_and_raises_it(token_file):
+    """A silent service costs one timeout: once a DELETE got no answer in time, no other is
+    started in this call, and the timeout is raised (the sweeper then asks nothing more)."""
+    c = make(token_file, cancel_concurrency=1)
+    resources(respx)
+    base = f"{V2}/compute/cancel/{RID}"
+    first = respx.delete(f"{base}/1").mock(return_value=httpx.Response(204))
+    lost = respx.delete(f"{base}/2").mock(side_effect=httpx.ReadTimeout("no answer"))
+    rest = respx.delete(url__regex=rf"{base}/[3-6]\Z").mock(return_value=httpx.Response(204))
+    with pytest.raises(EdgeNetworkError) as info:
+        c.cancel(["1", "2", "3", "4", "5", "6"])
+    assert info.value.maybe_sent and info.value.silent
+    assert (first.call_count, lost.call_count, rest.call_count) == (1, 1, 0)
+
+
+@respx.mock
+def test_cancel_goes_on_after_a_reset_connection(token_file):
+    """A dropped connection is not a silent service: the other jobs are still cancelled."""
+    c = make(token_file, cancel_concurrency=1)
+    resources(respx)
+    base = f"{V2}/compute/cancel/{RID}"
+    respx.delete(f"{base}/1").mock(side_effect=httpx.RemoteProtocolError("reset"))
+    rest = respx.delete(url__regex=rf"{base}/[23]\Z").mock(return_value=httpx.Response(204))
+    out = c.cancel(["1", "2", "3"])
+    assert {k: v.kind for k, v in out.items()} == {
+        "1": CancelOutcome.REFUSED, "2": CancelOutcome.ACCEPTED, "3": CancelOutcome.ACCEPTED,
+    }  # fmt: skip
+    assert rest.call_count == 2
 
 
 @respx.mock

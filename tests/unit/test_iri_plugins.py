@@ -230,28 +230,44 @@ def test_example_iri_queues_load_like_harvester_without_network(monkeypatch):
 
 # -------------------------------------------------------------------- plugins end to end
 @respx.mock
-def test_a_lost_submit_answer_is_sent_again_and_yields_one_job(tmp_path, token):
-    """The transport sends a keyed submit again after a read timeout (same key, same bytes):
-    the service answers the job the first request made."""
+def test_a_lost_submit_answer_is_found_by_its_tag_and_yields_one_job(tmp_path, token):
+    """A keyed submit whose answer was lost (read timeout) is not sent again in the call (a
+    silent service holds a call for one timeout): the monitor finds the one job by its tag."""
     fake = FakeIRI(respx.mock)
     fake.lose = ["timeout"]
     sub = IRISubmitter(**options(tmp_path, token))
     ws = workspec(1, tmp_path)
+    ((ok, message),) = sub.submit_workers([ws])
+    assert ok is True and "looked up by its tag" in message and not ws.batchID, message
+    mon = IRIMonitor(**options(tmp_path, token, readPilotSummary=False))
+    ok, ((status, diag),) = mon.check_workers([ws])
+    assert status == WorkSpec.ST_submitted and ws.batchID == next(iter(fake.jobs)), diag
+    assert len(fake.jobs) == 1 and fake.calls["submit"] == 1
+
+
+@respx.mock
+def test_a_5xx_after_create_is_resent_by_the_submitter_and_gets_the_original_job(tmp_path, token):
+    """A proxy's 502 after the job was made: the submitter's resend under the same key gets
+    the original job (``Idempotency-Key-Reply: hit``), one request per resend."""
+    fake = FakeIRI(respx.mock)
+    fake.lose = ["502"]
+    sub = IRISubmitter(**options(tmp_path, token))
+    ws = workspec(3, tmp_path)
     ((ok, message),) = sub.submit_workers([ws])
     assert ok is True and message == f"submitted as batch job {ws.batchID}", message
     assert list(fake.jobs) == [ws.batchID] and fake.calls["submit"] == 2
 
 
 @respx.mock
-def test_a_5xx_after_the_transport_gave_up_is_resent_by_the_submitter(tmp_path, token):
-    """Both transport attempts get a proxy's 502 (the first made the job): the generic
-    submitter's resend for idempotent services gets the original job."""
+def test_a_5xx_storm_costs_retry_attempts_submits_then_the_tag_lookup(tmp_path, token):
+    """Every answer a 502: ``retryAttempts`` requests in all (retries are never nested:
+    attempts x attempts), then the job is looked up by its tag and adopted."""
     fake = FakeIRI(respx.mock)
-    fake.lose = ["502", "502"]
-    sub = IRISubmitter(**options(tmp_path, token, retryAttempts=2))
-    ws = workspec(3, tmp_path)
+    fake.lose = ["502"] * 10
+    sub = IRISubmitter(**options(tmp_path, token, retryAttempts=3))
+    ws = workspec(4, tmp_path)
     ((ok, message),) = sub.submit_workers([ws])
-    assert ok is True and message == f"submitted as batch job {ws.batchID}", message
+    assert ok is True and "adopted by tag" in message, message
     assert list(fake.jobs) == [ws.batchID] and fake.calls["submit"] == 3
 
 

@@ -16,6 +16,8 @@ from ..facilities.base import FacilityClient, Health
 
 # A status that could not be read is kept only briefly, so recovery is noticed soon.
 _FAILED_READ_TTL = 10.0
+#: the state of a status that could not be read (the throttler then looks at the credential)
+UNREADABLE = "unknown"
 
 
 class HealthGate:
@@ -40,7 +42,7 @@ class HealthGate:
                 health = client.health()
                 expires = time.monotonic() + ttl
             except EdgeAPIError as exc:
-                health = Health(False, "unknown", f"could not read the facility status: {exc}")
+                health = Health(False, UNREADABLE, f"could not read the facility status: {exc}")
                 expires = time.monotonic() + min(ttl, _FAILED_READ_TTL)
             with self._lock:
                 self._cache[key] = (expires, health)

@@ -11,11 +11,16 @@ The compute resource is named in config and found by name in ``GET /status/resou
 
 - submit: ``POST /compute/job/{rid}``, the PSI/J job spec (``encoders.psij_job_spec``) as
   canonical JSON bytes, the same on every retry.  v2 sends ``Idempotency-Key: <tag>``: a
-  lost answer is recovered by sending the same bytes again (``Idempotency-Key-Reply: hit``
-  answers the original job); 409 (same key in flight) is retried; 422 naming the key (same
-  key, another body) is a bug, raised loudly and never retried; 501 (no idempotency store)
-  switches the key off for the client's life (``capabilities.idempotent_submit`` turns
-  False: the core then looks the tag up after an ambiguous submit, as for v1).
+  5xx or reset answer is recovered by sending the same bytes again (``Idempotency-Key-Reply:
+  hit`` answers the original job); 409 (same key in flight) is sent again too; 422 naming the
+  key (same key, another body) is a bug, raised loudly and never retried; 501 (no
+  idempotency store) switches the key off for the client's life
+  (``capabilities.idempotent_submit`` turns False: the core then looks the tag up after an
+  ambiguous submit, as for v1).  One ``submit`` is one request (429 and "not sent" aside):
+  the resends are the submitter's (``capabilities.idempotent_submit``, ``retryAttempts`` in
+  all), so that retries are never nested (attempts x attempts requests to a failing
+  service); a request not answered in time is not resent in the same plugin call (a silent
+  service holds a call for one timeout), the monitor looks the tag up instead.
 - poll: one bulk ``POST /compute/status/{rid}?offset=0&limit=1000&historical=true`` with the
   filter ``{"id": [ids]}``, paged while a page is full and ids are still unseen; find: the
   same with ``{"name": [tags]}`` and ``include_spec=true`` (names live in ``job_spec``);
@@ -27,7 +32,8 @@ The compute resource is named in config and found by name in ``GET /status/resou
   record, Slurm's cause words found in the message or ``meta_data`` (``TIMEOUT``,
   ``NODE_FAIL``, ``OUT_OF_MEMORY``, ...) become ``cause``; every record is the service's own
   word (``confirmed_final``: with ``historical=true`` finished jobs come from its history).
-- cancel: ``DELETE /compute/cancel/{rid}/{id}`` (204) per job, ``cancel_concurrency`` at once.
+- cancel: ``DELETE /compute/cancel/{rid}/{id}`` (204) per job, ``cancel_concurrency`` at once;
+  none is started once one went unanswered (that error is raised).
 - health: ``GET /status/resources/{rid}`` (``current_status``) and ``GET /status/incidents``
   for the resource (planned incidents are maintenance windows; 404 means none).
 
@@ -46,6 +52,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
+from ..edge.budget import CallBudget
 from ..edge.encoders import canonical_json, psij_job_spec
 from ..edge.jobs import JobRecord, JobState, SubmitReceipt
 from ..edge.retry import RetryPolicy, Timeouts
@@ -88,6 +95,9 @@ _STATES = {
 _CAUSE = re.compile(
     r"\b(NODE_FAIL|BOOT_FAIL|OUT_OF_MEMORY|DEADLINE|REVOKED|SPECIAL_EXIT|TIMEOUT|PREEMPTED)\b"
 )
+#: the ``meta_data`` key in which a Slurm-backed facility names Slurm's own state (the
+#: loopback gateway does): the worker's native status when present, else the PSI/J word
+_NATIVE_KEY = "slurm_state"
 _CANCELLED_BY = re.compile(r"\bCANCELLED by (\S+)")
 #: a 422 on a keyed submit that names the key: same key, another body
 _KEY_MISMATCH = re.compile(r"idempotency", re.IGNORECASE)
@@ -240,8 +250,10 @@ def record_of(job: Mapping[str, Any]) -> JobRecord:
     """One IRI ``Job`` (``{id, status: {state, time, message, exit_code, meta_data},
     job_spec}``) as a ``JobRecord``.  The name comes from ``job_spec.name`` (with
     ``include_spec=true``) or a ``name``/``job_name`` in ``meta_data``; an unknown state is
-    UNKNOWN (never final); Slurm's cause words in the message or ``meta_data`` text of a
-    final state are kept as ``cause`` and ``CANCELLED by N`` as the native words.  Raises
+    UNKNOWN (never final); the native words are Slurm's state when ``meta_data`` names it
+    (``slurm_state``), else the PSI/J state; Slurm's cause words in the message or
+    ``meta_data`` text of a final state are kept as ``cause`` and ``CANCELLED by N`` as the
+    native words.  Raises
     ValueError for a job without an id."""
     job_id = job.get("id")
     if job_id is None or str(job_id).strip() == "":
@@ -254,7 +266,9 @@ def record_of(job: Mapping[str, Any]) -> JobRecord:
     message = " ".join(str(status.get("message") or "").split())
     name = spec.get("name") or meta.get("name") or meta.get("job_name") or ""
     cause = None
-    native = text.upper() or "UNKNOWN"
+    slurm = meta.get(_NATIVE_KEY)
+    native = slurm.strip()[:64] if isinstance(slurm, str) and slurm.strip() else ""
+    native = native or text.upper() or "UNKNOWN"
     if state.is_final:
         words = (message, *_texts(meta))
         cause = next((m.group(1) for m in map(_CAUSE.search, words) if m), None)
@@ -500,7 +514,7 @@ class IRIClient(FacilityClient):
         try:
             reply: Reply = self._request(
                 "POST", f"compute/job/{quote(rid, safe='')}", content=body, headers=headers,
-                idempotent=keyed, with_response=True, resend_unanswered=keyed,
+                idempotent=False, with_response=True,
             )  # fmt: skip
         except EdgeAuthError:
             raise
@@ -611,26 +625,41 @@ class IRIClient(FacilityClient):
 
     # cancel --------------------------------------------------------------------------------
     def cancel(self, job_ids: Sequence[str]) -> dict[str, CancelOutcome]:
-        """One ``DELETE`` per job, ``cancel_concurrency`` at a time.  When every request
-        failed without an answer (network, credential), that error is raised."""
+        """One ``DELETE`` per job, ``cancel_concurrency`` at a time.  Once one got no answer
+        (no answer in time, unreachable: a silent service), the ones not started yet are not
+        sent and, when those in flight are done, that error is raised: the caller asks
+        nothing more in its call (a call costs one timeout, not one per round of
+        ``cancel_concurrency``; the service shows the cancels that arrived on the next poll).
+        When every request failed without an answer (a refused credential), that error is
+        raised too; otherwise each job has its outcome."""
         ids = _unique(job_ids)
         if not ids:
             return {}
         rid = quote(self.resource_id(), safe="")
+        budget = CallBudget(self.settings.policy.deadline)
+        silent: list[EdgeNetworkError] = []
 
         def one(job_id: str) -> tuple[str, CancelOutcome | None, EdgeAPIError | None]:
+            spent = budget.spent()
+            if spent:
+                return job_id, CancelOutcome.refused(f"cancel not asked: {spent}"), None
             try:
                 self._request(
                     "DELETE", f"compute/cancel/{rid}/{quote(job_id, safe='')}",
                     forbidden="either",
                 )  # fmt: skip
             except (EdgeNetworkError, EdgeAuthError) as exc:
+                budget.note(exc)
+                if isinstance(exc, EdgeNetworkError) and exc.silent:
+                    silent.append(exc)
                 return job_id, None, exc
             except EdgeAPIError as exc:
                 return job_id, cancel_outcome(exc), None
             return job_id, CancelOutcome.accepted(), None
 
         results = run_bounded(one, ids, self.settings.cancel_concurrency)
+        if silent:
+            raise silent[0]
         errors = [e for _, _, e in results if e is not None]
         if errors and len(errors) == len(ids):
             raise errors[0]

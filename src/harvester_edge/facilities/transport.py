@@ -450,7 +450,6 @@ class Transport:
         forbidden: Forbidden = "auth",
         with_response: bool = False,
         refusal: Refusal | None = None,
-        resend_unanswered: bool = False,
     ) -> Any:
         """Send one logical request (with retries) and return the decoded JSON answer (None
         for an empty one), or with ``with_response`` a ``Reply``.  ``data`` is sent
@@ -458,16 +457,14 @@ class Transport:
         with ``content`` the caller sets the content type in ``headers``); ``headers`` are
         added to this request (the auth's headers win over them).  A request carrying an
         idempotency key may pass ``idempotent=True``.  ``refusal`` reads an error answer that
-        may be the service's final word (see ``Refusal``).  ``resend_unanswered``: a request the
-        service dedupes by key (IRI v2's submit) is sent again after a timeout, within the
-        deadline: the point of the key is that a lost answer can be asked for again."""
+        may be the service's final word (see ``Refusal``)."""
         if sum(body is not None for body in (data, json, content)) > 1:
             raise ValueError("a request has one body (form fields, JSON or bytes), not both")
         started = time.monotonic()
         deadline_at = started + self.policy.deadline
         call = _Call(
             method, path, params, data, json, dict(headers or {}), idempotent, authenticated,
-            forbidden, deadline_at, refusal, content, with_response, resend_unanswered,
+            forbidden, deadline_at, refusal, content, with_response,
         )  # fmt: skip
         try:
             return call_with_retry(
@@ -485,7 +482,7 @@ class Transport:
         try:
             return self._send(call)
         except EdgeNetworkError as exc:
-            if exc.maybe_sent and exc.silent and not call.resend_unanswered:
+            if exc.maybe_sent and exc.silent:
                 raise _Unanswered(exc) from None
             raise
 
@@ -600,7 +597,6 @@ class _Call:
     refusal: Refusal | None = field(default=None, repr=False)
     content: bytes | None = field(default=None, repr=False)
     with_response: bool = False
-    resend_unanswered: bool = False
 
 
 class HttpxTransport(Transport):

@@ -1,6 +1,7 @@
 """DOE IRI Facility API plugins: the generic plugins bound to ``IRIClient`` (API v1 and v2).
 
-Queue config example: etc/panda_queueconfig.example.json.  Options: docs/configuration.md;
+Queue config example: etc/panda_queueconfig.example.json.  Options: docs/queue-config.md
+(generated from the ``#:`` comments here);
 wire format and behaviour: docs/iri.md.
 """
 
@@ -22,19 +23,27 @@ from .sweeper import EdgeSweeper
 
 @dataclass(frozen=True, kw_only=True)
 class IRIOptions(EdgeOptions):
-    chunkSize: int = PAGE_LIMIT  # the bulk status call takes 1000 ids
-    #: base URL with the version (``https://api.iri.nersc.gov/api/v2``); ``apiVersion``
+    #: workers per bulk status request (the IRI bulk status call takes up to 1000)
+    chunkSize: int = PAGE_LIMIT
+    #: (required) base URL with the version (``https://api.iri.nersc.gov/api/v2``); ``apiVersion``
     #: (v1/v2) is read from it, and must agree with it when given
     apiUrl: str = ""
+    #: ``v1`` or ``v2`` (empty: from ``apiUrl``); v2 submits carry an ``Idempotency-Key``
     apiVersion: str = ""
-    #: the compute resource's name as ``/status/resources`` lists it (or its id)
+    #: (required) the compute resource's name as ``/status/resources`` lists it (or its id)
     resource: str = ""
-    #: bearer token: ``file:/path`` (mode 0600) or ``env:NAME``
+    #: (required) bearer token: ``file:/path`` (mode 0600, re-read at every request) or
+    #: ``env:NAME``; a Globus access token at NERSC and ALCF, an OLCF token at OLCF
     token: Secret | None = None
+    #: a token the facility refused is not sent again for this long (unless the secret
+    #: changes)
     authRefusalBackoffSeconds: float = 60.0
+    #: cancel requests (one ``DELETE`` per job) in flight at once (1-32)
     cancelConcurrency: int = 8
-    #: keys of the bulk status filter (the facility's choice; the spec leaves them free)
+    #: key of the bulk status filter body holding job ids (the facility's choice; the spec
+    #: leaves it free; answers are filtered again here)
     statusIdFilterKey: str = "id"
+    #: key of the bulk status filter body holding job names (tags), as above
     statusNameFilterKey: str = "name"
 
     def __post_init__(self) -> None:

@@ -1,7 +1,9 @@
 """Options every edge plugin family understands (queue-config keys, camelCase like Harvester).
 
 A family's options dataclass extends ``EdgeOptions`` with its endpoint and credential keys.
-Documented with defaults in docs/configuration.md.
+The ``#:`` comment above a field is its meaning: docs/queue-config.md is generated from
+these classes (``python -m harvester_edge.docs_reference``) and tests/docs fails when a field
+has none or the page is stale.
 """
 
 from __future__ import annotations
@@ -19,17 +21,28 @@ class EdgeOptions:
     chunkSize: int = 500
     #: parallel submit requests per submit_workers call
     submitConcurrency: int = 16
+    #: seconds to open a connection to the service (every request)
     connectTimeout: float = 5.0
+    #: seconds to wait for an answer (every request); a submit that timed out after it was
+    #: sent is never sent again blindly: its job is looked up by tag
     readTimeout: float = 30.0
+    #: attempts per request for failures that may be retried: an idempotent request on a
+    #: network error, 409, 429, 500, 502-504; a submit only on 429 or a connection never opened
     retryAttempts: int = 4
+    #: first wait between attempts, doubled each time (at most 15 s); ``Retry-After`` wins
     retryBackoff: float = 0.5
     #: upper bound on the time one logical remote call may take, retries included
     callDeadline: float = 60.0
+    #: the facility's status is asked at most once per this many seconds per client
+    #: (shared by submitter, monitor and throttler)
     healthCacheSeconds: float = 60.0
     #: a job absent from both squeue and sacct this long is failed as lost
     missingGraceSeconds: float = 600.0
-    #: an unresolved submit task this old is looked up by tag, and failed after lookupGrace
+    #: a submit task pending longer is flagged in the diagnosis (the worker stays submitted
+    #: while the service says the task is pending)
     taskTimeoutSeconds: float = 600.0
+    #: counted from the first lookup by tag: a worker whose job never appears under its tag
+    #: is then failed (5662) and its tag watched
     lookupGraceSeconds: float = 900.0
     #: how long kill_workers waits for Slurm to confirm cancellations
     killConfirmSeconds: float = 30.0

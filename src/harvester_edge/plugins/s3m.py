@@ -1,6 +1,7 @@
 """OLCF S3M plugins: the generic plugins bound to ``S3MClient``.
 
-Queue config example: etc/panda_queueconfig.example.json.  Options: docs/configuration.md;
+Queue config example: etc/panda_queueconfig.example.json.  Options: docs/queue-config.md
+(generated from the ``#:`` comments here);
 the operator's side: docs/s3m.md.
 """
 
@@ -23,21 +24,32 @@ from .sweeper import EdgeSweeper
 
 @dataclass(frozen=True, kw_only=True)
 class S3MOptions(EdgeOptions):
-    #: the S3M Slurm resource (defiant, odo, ...)
+    #: (required) the S3M Slurm resource (defiant, odo, ...)
     resource: str = ""
+    #: S3M host (also serves the token introspection route)
     apiUrl: str = DEFAULT_API_URL
     #: slurmrestd data parser version the resource serves: v0.0.42, v0.0.43 or v0.0.44
     apiVersion: str = "v0.0.43"
+    #: the resource's Slurm path; hosts before March 2026 had no ``/open/``:
+    #: ``/slurm/{version}/{resource}``
     pathPrefix: str = DEFAULT_PATH_PREFIX
     #: raw (``Authorization: <token>``, as OLCF documents) or bearer
     authHeader: str = "raw"
     #: job, or jobs (v0.0.44 only)
     submitForm: str = "job"
+    #: the public status route, asked without the token (empty: ``{apiUrl}/olcf/v1alpha/status``)
     statusUrl: str = ""
-    #: the project access token: ``file:/path`` (mode 0600) or ``env:NAME``, never inline
+    #: (required) the project access token: ``file:/path`` (mode 0600) or ``env:NAME``,
+    #: never inline
     token: Secret | None = None
+    #: the token counts as expired this long before its ``plannedExpiration``: nothing is
+    #: sent with it any more
     tokenMarginSeconds: float = 300.0
+    #: how often a token's introspection is read again (a new token is introspected before
+    #: its first use)
     tokenCheckSeconds: float = 600.0
+    #: after S3M refused the token, nothing is sent with it for this long (a new token in
+    #: the file ends the wait)
     authRefusalBackoffSeconds: float = 60.0
     #: a job list begun at most this long before a poll answers it too (seconds; 0: only a
     #: list in flight when the poll comes, i.e. the chunks of one monitor call share one)

@@ -35,21 +35,33 @@ _READER_TYPES: dict[str, Any] = {
 
 
 @functools.cache
-def batch_keys() -> dict[str, Any]:
-    """Every key ``BatchConfig.from_config`` reads, with its type, from its source."""
+def batch_reads() -> tuple[tuple[str, str], ...]:
+    """``(key, reader method)`` of every ``read.<method>("key", ...)`` call of
+    ``edge/batch_config.py``, in source order, each key once (the docs' reference lists the
+    same)."""
     tree = ast.parse(inspect.getsource(batch_config))
-    keys: dict[str, Any] = {}
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-            continue
-        func = node.func
-        if not (isinstance(func.value, ast.Name) and func.value.id == "read"):
-            continue
-        kind = _READER_TYPES.get(func.attr)
-        first = node.args[0] if node.args else None
-        if kind is not None and isinstance(first, ast.Constant) and isinstance(first.value, str):
-            keys[first.value] = kind
-    return keys
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "read"
+        and node.func.attr in _READER_TYPES
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    ]
+    seen: dict[str, str] = {}
+    for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset)):
+        assert isinstance(call.func, ast.Attribute) and isinstance(call.args[0], ast.Constant)
+        seen.setdefault(str(call.args[0].value), call.func.attr)
+    return tuple(seen.items())
+
+
+def batch_keys() -> dict[str, Any]:
+    """Every key ``BatchConfig.from_config`` reads, with its type."""
+    return {key: _READER_TYPES[method] for key, method in batch_reads()}
 
 
 def option_keys(options_class: type) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """NERSC Superfacility API plugins: the generic plugins bound to ``SFAPIClient``.
 
-Queue config example: etc/panda_queueconfig.example.json.  Options: docs/configuration.md.
+Queue config example: etc/panda_queueconfig.example.json.  Options: docs/queue-config.md
+(generated from the ``#:`` comments here).
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ from .sweeper import EdgeSweeper
 
 @dataclass(frozen=True, kw_only=True)
 class SFAPIOptions(EdgeOptions):
+    #: the SFAPI machine name (``perlmutter``, ...)
     machine: str = "perlmutter"
+    #: SFAPI base URL
     apiUrl: str = DEFAULT_API_URL
+    #: OAuth2 token endpoint of the Iris client
     tokenUrl: str = DEFAULT_TOKEN_URL
-    #: Iris client key file: client id on the first line, then the private key; mode 0600
+    #: (required) Iris client key file: client id on the first line, then the private key;
+    #: mode 0600
     keyFile: str = ""
     #: after the facility refused the credential, no request is made for this long
     authRefusalBackoffSeconds: float = 60.0

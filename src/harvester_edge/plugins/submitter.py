@@ -32,7 +32,7 @@ from ..edge import tags
 from ..edge.allocations import BOOK, live_counts
 from ..edge.batch import BatchConfig, WorkerInfo
 from ..edge.budget import CallBudget
-from ..edge.health import GATE
+from ..edge.health import GATE, UNREADABLE
 from ..edge.jobs import SubmitReceipt, oldest_first
 from ..edge.limits import LIMITS
 from ..edge.render import CONTROL_CHARS
@@ -124,11 +124,14 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
     def _gate(self, client: FacilityClient) -> str | None:
         """Why no worker can be submitted now (the throttler normally stopped them before)."""
         health = GATE.check(client, self.edge_options.healthCacheSeconds)
+        # a status that could not be read may be our credential's fault (a service that
+        # authenticates its status routes refuses the token there too): that is the cause
+        if health.available or health.state == UNREADABLE:
+            problem = client.credential().problem
+            if problem:
+                return f"{client.service}: credential unusable: {problem}"
         if not health.available:
             return f"{client.service}: machine {health.state}: {health.message}".strip()
-        problem = client.credential().problem
-        if problem:
-            return f"{client.service}: credential unusable: {problem}"
         return None
 
     # steps --------------------------------------------------------------------------------

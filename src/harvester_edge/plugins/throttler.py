@@ -5,7 +5,9 @@ worker *missed* (ERROR line, pilot error SETUPFAILURE).  So every "not now" is d
 before workers exist: the WorkerAdjuster calls ``to_be_throttled(queue_config)`` each cycle
 and sets the queue's new workers to 0 when it answers True.  Reasons, in order:
 
-1. the facility says the machine is unavailable (or its status cannot be read);
+1. the facility says the machine is unavailable (or its status cannot be read: when our
+   credential is unusable, that is named as the cause, since a service that authenticates
+   its status routes, IRI at OLCF, answers a refused or expired token there too);
 2. a planned outage is under way or starts within the next walltime (``walltimeLimit`` of
    the queue, or ``outageHorizonSeconds``);
 3. the credential is unusable (refused moments ago, unreadable key) or expires within
@@ -27,9 +29,10 @@ from typing import Any, ClassVar
 
 from ..edge import tags
 from ..edge.allocations import live_counts
-from ..edge.health import GATE
+from ..edge.health import GATE, UNREADABLE
 from ..edge.limits import LIMITS
 from ..errors import EdgeAPIError, EdgeError
+from ..facilities.base import FacilityClient
 from ..harvester import PluginBase, harvester_id, setup_logger
 from .base import FacilityBinding
 
@@ -56,6 +59,19 @@ def _binding_for(section: Mapping[str, Any]) -> FacilityBinding:
     with _lock:
         _bindings[key] = binding
     return binding
+
+
+def _credential_reason(client: FacilityClient, margin: float, now: float) -> str | None:
+    """Why the credential stops new workers: a problem (refused moments ago, unreadable,
+    expired) or an expiry within ``margin`` seconds; None when it is fine."""
+    cred = client.credential()
+    if cred.problem:
+        return f"{client.service}: credential {cred.identity or cred.kind}: {cred.problem}"
+    if cred.expires_at is not None and cred.expires_at - now < margin:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(cred.expires_at))
+        verb = "expired" if cred.expires_at <= now else "expires"
+        return f"{client.service}: credential {cred.identity or cred.kind} {verb} {when}"
+    return None
 
 
 class EdgeThrottler(PluginBase):
@@ -94,6 +110,10 @@ class EdgeThrottler(PluginBase):
         client = binding.client()
         health = GATE.check(client, opts.healthCacheSeconds)
         if not health.available:
+            if health.state == UNREADABLE:  # the cause may be our credential
+                unusable = _credential_reason(client, 0.0, time.time())
+                if unusable:
+                    return unusable
             planned = health.planned
             if planned is not None:
                 return f"{client.service}: planned outage {planned.until_text()}: {planned.text}"
@@ -107,13 +127,9 @@ class EdgeThrottler(PluginBase):
                     f"{client.service}: planned outage from {start} {outage.until_text()} "
                     f"within the next walltime: {outage.text}"
                 )
-        cred = client.credential()
-        if cred.problem:
-            return f"{client.service}: credential {cred.identity or cred.kind}: {cred.problem}"
-        if cred.expires_at is not None and cred.expires_at - now < opts.credentialMarginSeconds:
-            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(cred.expires_at))
-            verb = "expired" if cred.expires_at <= now else "expires"
-            return f"{client.service}: credential {cred.identity or cred.kind} {verb} {when}"
+        unusable = _credential_reason(client, opts.credentialMarginSeconds, now)
+        if unusable:
+            return unusable
         prefix = tags.queue_prefix(harvester_id(), queue or opts.queueName)
         cap = opts.maxConcurrentAllocations
         if cap > 0:
