@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slurm
 CHATTY = 'for i in $(seq 1 3000); do echo "log line $i of job $SLURM_JOB_ID"; done; exit 0'
 
 
-def wait_jobs_done(site: Site, workers: list[WorkSpec], timeout: float = 60) -> None:
+def wait_jobs_done(site: Site, workers: list[WorkSpec], timeout: float = 180) -> None:
     """Until Slurm's accounting shows every worker's job ended (by its tag)."""
     deadline = time.monotonic() + timeout
     names = [ws.workAttributes[TAG] for ws in workers]
