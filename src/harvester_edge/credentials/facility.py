@@ -1,0 +1,251 @@
+"""Facility credentials: what each family's client says of its credential, and its renewal.
+
+Everything starts from the client's ``credential()`` facts (``facilities/base.py``): the
+same facts the throttler reads, so a queue whose credential is expired or about to be
+makes no new workers and the credential manager says why.  A family adds what only it can
+do; ``FAMILIES`` maps a client's ``service`` to its support class, so another family (the
+Globus Compute one) slots in with one class and ``register_family``.
+
+- SFAPI: the Iris client's own expiry (``clientExpires``): a warning from ``warnDays``
+  before, a failure naming the date after (only a person can make a new client in Iris).
+  Renewal mints an access token on the shared client, so every plugin uses it.
+- S3M: the project token's expiry from introspection; renewal is a rotation: a newer token
+  the operator dropped at ``nextTokenFile`` (default: the token file + ``.next``) is
+  introspected first and replaces the token file only when S3M accepts it and it lives
+  longer.  Pilot files: S3M has no file API.
+- IRI: the bearer token (JWT expiry when it has one); renewal picks up a newer token at
+  ``nextTokenFile`` once one authenticated request with it succeeds.  Pilot files: the v2
+  spec's filesystem routes are not served by the deployments we deliver to (yet).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..config import Secret
+from ..errors import EdgeAPIError, EdgeAuthError
+from ..facilities.auth import fingerprint, secret_path
+from ..facilities.base import CredentialFacts, FacilityClient
+from . import redaction
+from .audit import AuditLog
+from .delivery import Channel, SFAPIChannel, Unsupported
+from .files import atomic_write
+from .policy import utc
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The facility credential now: usable or not, why, until when."""
+
+    ok: bool
+    message: str
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class FacilityConfig:
+    """The credential manager's facility options (see ``plugins/credmanager.py``)."""
+
+    warn_days: float = 7.0
+    next_token_file: str = ""
+
+
+class FamilySupport:
+    """Facts-driven defaults: no renewal of our own, no file delivery."""
+
+    service: ClassVar[str] = ""
+    no_files: ClassVar[str] = "this family has no way to write files on the facility"
+
+    def __init__(self, client: FacilityClient, config: FacilityConfig, audit: AuditLog):
+        self.client = client
+        self.config = config
+        self.audit = audit
+
+    def facts(self) -> CredentialFacts:
+        return self.client.credential()
+
+    def check(self, now: float) -> Verdict:
+        facts = self.facts()
+        who = f"{self.client.service} credential {facts.identity or facts.kind}"
+        if facts.problem:
+            return Verdict(False, f"{who}: {facts.problem}", facts.expires_at)
+        if facts.expires_at is not None:
+            if facts.expires_at <= now:
+                return Verdict(False, f"{who} expired on {utc(facts.expires_at)}", facts.expires_at)
+            if facts.expires_at - now < self.config.warn_days * DAY:
+                return Verdict(False, f"{who} expires on {utc(facts.expires_at)}", facts.expires_at)
+        return Verdict(True, f"{who} valid until {utc(facts.expires_at)}", facts.expires_at)
+
+    def renew(self, now: float) -> tuple[bool, str]:
+        verdict = self.check(now)
+        return verdict.ok, verdict.message
+
+    def channel(self) -> Channel:
+        return Unsupported(f"{self.client.service}: {self.no_files}")
+
+
+class SFAPISupport(FamilySupport):
+    service = "sfapi"
+
+    def check(self, now: float) -> Verdict:
+        facts = self.facts()
+        who = f"SFAPI client {facts.identity or facts.kind}"
+        expires = facts.expires_at
+        if expires is not None and expires <= now:
+            return Verdict(False, self._expired(facts, expires), expires)
+        if facts.problem:
+            return Verdict(False, f"{who}: {facts.problem}", expires)
+        if expires is not None and expires - now < self.config.warn_days * DAY:
+            log.warning(f"{who} expires on {utc(expires)}: make a new client in Iris before then")
+        return Verdict(True, f"{who} valid until {utc(expires)}", expires)
+
+    def _expired(self, facts: CredentialFacts, expires: float) -> str:
+        from ..facilities.sfapi import client_expired_text
+
+        key_file = getattr(self.client, "settings", None)
+        path = getattr(key_file, "key_file", "the key file")
+        return client_expired_text(facts.identity or facts.kind, expires, path)
+
+    def renew(self, now: float) -> tuple[bool, str]:
+        """Mint an access token on the shared client (every plugin of this credential uses
+        it); an expired client cannot be renewed here."""
+        verdict = self.check(now)
+        if not verdict.ok:
+            return False, verdict.message
+        credentials: Any = getattr(self.client, "credentials", None)
+        try:
+            token = credentials.bearer()
+        except EdgeAPIError as exc:
+            return False, f"SFAPI access token not minted: {exc}"
+        redaction.register(token)
+        self.audit.record("issue", "sfapi-access-token", fingerprint=fingerprint(token))
+        return True, f"{verdict.message}; access token minted"
+
+    def channel(self) -> Channel:
+        return SFAPIChannel(self.client)
+
+
+class _Rotation(FamilySupport):
+    """A token file renewed by dropping a newer one beside it, verified before use."""
+
+    kind: ClassVar[str] = "token"
+
+    def token_path(self) -> str | None:
+        secret = getattr(getattr(self.client, "settings", None), "token", None)
+        return secret_path(secret) if secret is not None else None
+
+    def next_path(self, current: str) -> str:
+        return self.config.next_token_file or current + ".next"
+
+    def verify(self, token: str) -> float | None:
+        """Ask the facility about ``token``; its expiry.  Raises EdgeAPIError if refused."""
+        raise NotImplementedError
+
+    def renew(self, now: float) -> tuple[bool, str]:
+        verdict = self.check(now)
+        current = self.token_path()
+        if current is None:
+            return verdict.ok, f"{verdict.message}; the token is not a file: rotate it by hand"
+        candidate = self.next_path(current)
+        keep = f"the current {self.kind} stays in use, {_until(verdict)}"
+        if not os.path.exists(candidate):
+            if verdict.ok:
+                return True, verdict.message
+            return False, f"{verdict.message}; no newer {self.kind} at {candidate}: {keep}"
+        try:
+            token = Secret(f"file:{candidate}").reveal()
+        except EdgeAuthError as exc:
+            return False, f"newer {self.kind} unusable: {exc}; {keep}"
+        redaction.register(token)
+        fp = fingerprint(token)
+        try:
+            expires = self.verify(token)
+        except EdgeAPIError as exc:
+            self.audit.record("verify", self.kind, fingerprint=fp, ok=False, detail=str(exc))
+            return False, f"newer {self.kind} {fp} at {candidate} not accepted: {exc}; {keep}"
+        if expires is not None and expires <= now:
+            why = f"newer {self.kind} {fp} at {candidate} expired on {utc(expires)}"
+            self.audit.record("verify", self.kind, expires_at=expires, fingerprint=fp, ok=False)
+            return False, f"{why}; {keep}"
+        old = verdict.expires_at
+        if expires is not None and old is not None and expires <= old and verdict.ok:
+            return True, f"{verdict.message}; {candidate} lives no longer: not used"
+        self.audit.record("verify", self.kind, expires_at=expires, fingerprint=fp)
+        atomic_write(current, (token + "\n").encode())
+        os.unlink(candidate)
+        self.audit.record("renew", self.kind, expires_at=expires, fingerprint=fp)
+        log.info(f"{self.kind} {fp} from {candidate} now in {current}, until {utc(expires)}")
+        return True, f"{self.kind} rotated: {fp} in {current}, valid until {utc(expires)}"
+
+
+def _until(verdict: Verdict) -> str:
+    if verdict.expires_at is None:
+        return "with no known expiry"
+    return f"valid until {utc(verdict.expires_at)}"
+
+
+class S3MSupport(_Rotation):
+    service = "s3m"
+    kind = "S3M project token"
+    no_files = "S3M has no file API; deliver OLCF pilot credentials through IRI or Globus Compute"
+
+    def verify(self, token: str) -> float | None:
+        info = self.client.introspect_token(token)  # type: ignore[attr-defined]
+        if info.expires_at is None:
+            raise EdgeAPIError("introspection names no plannedExpiration")
+        return float(info.expires_at)
+
+
+class IRISupport(_Rotation):
+    service = "iri"
+    kind = "IRI bearer token"
+    no_files = (
+        "IRI file delivery is not supported: the v2 spec's filesystem routes (upload, chmod, "
+        "mv, checksum) are served neither by OLCF's deployment nor by the loopback gateway; "
+        "use Globus Compute or SFAPI"
+    )
+
+    def verify(self, token: str) -> float | None:
+        """One authenticated read (the resource list) with the new token, on a client of
+        its own; its JWT expiry when it is a JWT."""
+        from ..facilities.auth import jwt_expiry
+        from ..facilities.iri import IRIClient
+
+        current = self.token_path() or ""
+        candidate = self.next_path(current)
+        settings = self.client.settings  # type: ignore[attr-defined]
+        probe = IRIClient(dataclasses.replace(settings, token=Secret(f"file:{candidate}")))
+        try:
+            probe.resource_id()
+        finally:
+            probe.close()
+        return jwt_expiry(token)
+
+
+FAMILIES: dict[str, type[FamilySupport]] = {
+    "sfapi": SFAPISupport,
+    "s3m": S3MSupport,
+    "iri": IRISupport,
+}
+
+#: channel factories a family registers beside its support (the Globus Compute family:
+#: an ``EnvelopeChannel`` around its task runner)
+CHANNELS: dict[str, Callable[..., Channel]] = {}
+
+
+def register_family(service: str, support: type[FamilySupport]) -> None:
+    FAMILIES[service] = support
+
+
+def support_for(client: FacilityClient, config: FacilityConfig, audit: AuditLog) -> FamilySupport:
+    cls = FAMILIES.get(client.service, FamilySupport)
+    return cls(client, config, audit)
