@@ -18,6 +18,7 @@ checksum is what is on the facility now, compared with what was sent.
 from __future__ import annotations
 
 import base64
+import os
 import posixpath
 import secrets
 import shlex
@@ -70,6 +71,7 @@ class LocalChannel:
 
     def deliver(self, dest: str, data: bytes, *, setup: str, name: str) -> Receipt:
         try:
+            os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
             files.atomic_write(dest, data)
             checksum, mode = files.read_back(dest)
         except OSError as exc:
