@@ -219,3 +219,18 @@ class EnvelopeChannel:
             str(answer.get("path")), str(answer.get("sha256")), str(answer.get("mode"))
         )
         return _verify(receipt, data)
+
+
+def envelope_channel(options: Any, runner: SiteRunner) -> EnvelopeChannel:
+    """The Globus Compute channel of a setup (``envelopeKeyFile``/``siteKeyFile``) around the
+    family's ``runner``; what the Globus Compute family registers in ``facility.CHANNELS``:
+    ``CHANNELS["globus-compute"] = lambda options: envelope_channel(options, its_runner)``."""
+    from . import redaction
+    from .site_receiver import Refused, read_key
+
+    try:
+        key = read_key(options.envelopeKeyFile)
+    except (OSError, ValueError, Refused) as exc:
+        raise DeliveryError(f"envelope key {options.envelopeKeyFile}: {exc}") from None
+    redaction.register(base64.urlsafe_b64encode(key).decode())
+    return EnvelopeChannel(runner, key, options.siteKeyFile)
