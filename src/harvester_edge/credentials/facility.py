@@ -198,6 +198,12 @@ class S3MSupport(_Rotation):
     kind = "S3M project token"
     no_files = "S3M has no file API; deliver OLCF pilot credentials through IRI or Globus Compute"
 
+    def facts(self) -> CredentialFacts:
+        """Introspect the token in use when due (cached by the client), then its facts:
+        the expiry is known only from introspection."""
+        self.client.token.prime()  # type: ignore[attr-defined]
+        return self.client.credential()
+
     def verify(self, token: str) -> float | None:
         info = self.client.introspect_token(token)  # type: ignore[attr-defined]
         if info.expires_at is None:
