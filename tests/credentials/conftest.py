@@ -67,10 +67,15 @@ def secret_scan() -> Iterator[SecretScan]:
     root.setLevel(1)
     for name in ("harvester_edge", "panda"):
         logging.getLogger(name).setLevel(1)
+    # the wiring's own proof: a canary secret logged through a guarded logger
+    canary = SCAN.secret("canary-" + os.urandom(12).hex())
+    redaction.register(canary)
+    redaction.guard_loggers()
+    logging.getLogger("harvester_edge.credentials").warning(f"canary {canary}")
     yield SCAN
     root.removeHandler(SCAN)
     root.setLevel(saved)
-    assert SCAN.texts, "the scan saw no log record at all: it is not wired"
+    assert any("canary [redacted]" in t for t in SCAN.texts), "the scan is not wired"
     leaks = SCAN.leaks()
     assert not leaks, f"secret values in logs or exception texts: {leaks[:5]}"
 

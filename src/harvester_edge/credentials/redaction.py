@@ -5,9 +5,10 @@ moment it is read; ``RedactingFilter`` replaces any registered value in a record
 arguments and exception text before a handler formats it.  ``guard_loggers()`` puts the
 filter on every ``harvester_edge`` logger (and Harvester's ``panda.log.*`` ones our plugins
 write to).  A logger's filters do not see records propagated from its children, so the
-filter goes on each logger that exists, and ``guard_loggers`` runs again whenever the
-credential manager is built (cheap, no I/O).  The registry keeps values only in memory, for
-the life of the process, and never shows them.
+filter goes on each logger that exists, and the log record factory applies it to every
+record of a logger of those names created later (``guard_loggers`` runs whenever the
+credential manager is built: cheap, no I/O, idempotent).  The registry keeps values only
+in memory, for the life of the process, and never shows them.
 """
 
 from __future__ import annotations
@@ -75,8 +76,30 @@ class RedactingFilter(logging.Filter):
 FILTER = RedactingFilter()
 
 
+_factory_guarded = False
+
+
+def _guard_factory() -> None:
+    global _factory_guarded
+    with _lock:
+        if _factory_guarded:
+            return
+        _factory_guarded = True
+    make = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        if record.name.startswith(_PREFIXES):
+            FILTER.filter(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
 def guard_loggers() -> None:
-    """Put the filter on every existing harvester_edge / panda.log logger (idempotent)."""
+    """Put the filter on every existing harvester_edge / panda.log logger and on the
+    records of any created later (idempotent)."""
+    _guard_factory()
     names = [name for name in list(logging.root.manager.loggerDict) if name.startswith(_PREFIXES)]
     for name in ("harvester_edge", *names):
         logger = logging.getLogger(name)
