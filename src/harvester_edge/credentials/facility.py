@@ -15,7 +15,7 @@ Globus Compute one) slots in with one class and ``register_family``.
   longer.  Pilot files: S3M has no file API.
 - IRI: the bearer token (JWT expiry when it has one); renewal picks up a newer token at
   ``nextTokenFile`` once one authenticated request with it succeeds.  Pilot files: the v2
-  spec's filesystem routes are not served by the deployments we deliver to (yet).
+  filesystem routes (tasks); OLCF's deployment serves none (delivery fails saying so).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ..facilities.auth import fingerprint, secret_path
 from ..facilities.base import CredentialFacts, FacilityClient
 from . import redaction
 from .audit import AuditLog
-from .delivery import Channel, SFAPIChannel, Unsupported
+from .delivery import Channel, IRIChannel, SFAPIChannel, Unsupported
 from .files import atomic_write
 from .policy import utc
 
@@ -150,8 +150,23 @@ class _Rotation(FamilySupport):
         """Ask the facility about ``token``; its expiry.  Raises EdgeAPIError if refused."""
         raise NotImplementedError
 
+    def check(self, now: float) -> Verdict:
+        """A newer token dropped in place makes the check fail: renewal picks it up."""
+        verdict = super().check(now)
+        current = self.token_path()
+        if verdict.ok and current is not None and os.path.exists(self.next_path(current)):
+            text = f"{verdict.message}; a newer {self.kind} waits at {self.next_path(current)}"
+            return Verdict(False, text, verdict.expires_at)
+        return verdict
+
+    def _reject(self, candidate: str) -> str:
+        """Move a candidate that will not be used aside (``.rejected``), so the check stops
+        asking; the operator sees it there."""
+        os.replace(candidate, candidate + ".rejected")
+        return f"moved to {candidate}.rejected"
+
     def renew(self, now: float) -> tuple[bool, str]:
-        verdict = self.check(now)
+        verdict = FamilySupport.check(self, now)
         current = self.token_path()
         if current is None:
             return verdict.ok, f"{verdict.message}; the token is not a file: rotate it by hand"
@@ -171,14 +186,19 @@ class _Rotation(FamilySupport):
             expires = self.verify(token)
         except EdgeAPIError as exc:
             self.audit.record("verify", self.kind, fingerprint=fp, ok=False, detail=str(exc))
-            return False, f"newer {self.kind} {fp} at {candidate} not accepted: {exc}; {keep}"
+            moved = self._reject(candidate)
+            return (
+                False,
+                f"newer {self.kind} {fp} at {candidate} not accepted: {exc} ({moved}); {keep}",
+            )
         if expires is not None and expires <= now:
             why = f"newer {self.kind} {fp} at {candidate} expired on {utc(expires)}"
             self.audit.record("verify", self.kind, expires_at=expires, fingerprint=fp, ok=False)
-            return False, f"{why}; {keep}"
+            return False, f"{why} ({self._reject(candidate)}); {keep}"
         old = verdict.expires_at
         if expires is not None and old is not None and expires <= old and verdict.ok:
-            return True, f"{verdict.message}; {candidate} lives no longer: not used"
+            moved = self._reject(candidate)
+            return True, f"{verdict.message}; {candidate} lives no longer: not used ({moved})"
         self.audit.record("verify", self.kind, expires_at=expires, fingerprint=fp)
         atomic_write(current, (token + "\n").encode())
         os.unlink(candidate)
@@ -214,11 +234,11 @@ class S3MSupport(_Rotation):
 class IRISupport(_Rotation):
     service = "iri"
     kind = "IRI bearer token"
-    no_files = (
-        "IRI file delivery is not supported: the v2 spec's filesystem routes (upload, chmod, "
-        "mv, checksum) are served neither by OLCF's deployment nor by the loopback gateway; "
-        "use Globus Compute or SFAPI"
-    )
+
+    def channel(self) -> Channel:
+        """The v2 filesystem routes (a deployment without them, as OLCF's, answers 404 and
+        delivery fails saying so)."""
+        return IRIChannel(self.client)
 
     def verify(self, token: str) -> float | None:
         """One authenticated read (the resource list) with the new token, on a client of
