@@ -4,6 +4,7 @@ used only after an authenticated request with it succeeded."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,66 @@ def test_newer_bearer_token_used_after_an_authenticated_request(
         assert ok, message
         assert current.read_text().strip() == newer
         assert not Path(str(current) + ".next").exists()
+
+
+def test_globus_grant_renewed_before_expiry(
+    tmp_path: Path, store_key: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import responses
+
+    monkeypatch.setenv("HEDGE_TEST_GLOBUS_SECRET", SCAN.secret("globus-client-secret-value-42"))
+    with gateway(tmp_path, files=False) as gw, responses.RequestsMock() as auth:
+        minted: list[str] = []
+
+        def token_endpoint(request: Any) -> tuple[int, dict[str, str], str]:
+            assert "globus-client-secret-value-42" not in str(request.body)  # basic auth
+            minted.append(SCAN.secret(gw.issue_token("svc")))
+            answer = {
+                "access_token": minted[-1], "token_type": "Bearer", "scope": "iri:compute",
+                "resource_server": "iri", "other_tokens": [],
+                "expires_in": int(clock.t + 3600 - time.time()),  # on the test's clock
+            }  # fmt: skip
+            return 200, {"Content-Type": "application/json"}, json.dumps(answer)
+
+        auth.add_callback(
+            responses.POST, "https://auth.globus.org/v2/oauth2/token", callback=token_endpoint
+        )
+        token_file = tmp_path / "iri.token"
+        write_private(token_file, SCAN.secret(gw.issue_token("alice")))
+        kwargs = {
+            "pilotCredentials": [],
+            "globusClientId": "5b1a1f2e-0000-4000-8000-000000000001",
+            "globusClientSecret": "env:HEDGE_TEST_GLOBUS_SECRET",
+            "globusScope": "iri:compute",
+        }
+        start = clock.t
+        cm = manager(gw, tmp_path, store_key, **kwargs)
+        assert cm.check_credential() is False  # not minted here yet
+        ok, message = cm.renew_credential()
+        assert ok, message
+        assert token_file.read_text().strip() == minted[0]
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        support = cm.keeper().support()
+        assert support is not None and support.client.resource_id()  # the minted token works
+
+        clock.t = start + 0.2 * 3600  # 80 % left: kept
+        assert manager(gw, tmp_path, store_key, **kwargs).check_credential() is True
+        clock.t = start + 0.9 * 3600  # 10 % left: a new grant
+        cm = manager(gw, tmp_path, store_key, **kwargs)
+        assert cm.check_credential() is False
+        ok, message = cm.renew_credential()
+        assert ok and len(minted) == 2 and token_file.read_text().strip() == minted[1]
+        assert cm.check_credential() is True
+
+        auth.replace(
+            responses.POST, "https://auth.globus.org/v2/oauth2/token", status=401,
+            json={"error": "invalid_client", "errors": [{"code": "UNAUTHORIZED"}]},
+        )  # fmt: skip
+        clock.t = start + 1.85 * 3600
+        ok, message = manager(gw, tmp_path, store_key, **kwargs).renew_credential()
+        SCAN.exception(message)
+        assert not ok and "Globus Auth refused client" in message
+        assert "stays in use, valid until" in message
+        assert token_file.read_text().strip() == minted[1]

@@ -35,7 +35,9 @@ from . import redaction
 from .audit import AuditLog
 from .delivery import Channel, IRIChannel, SFAPIChannel, Unsupported
 from .files import atomic_write
-from .policy import utc
+from .globus_grant import GlobusClient, grant
+from .policy import LifetimePolicy, utc
+from .store import CredentialStore, Entry
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +55,15 @@ class Verdict:
 
 @dataclass(frozen=True)
 class FacilityConfig:
-    """The credential manager's facility options (see ``plugins/credmanager.py``)."""
+    """The credential manager's facility options (see ``credentials/setup.py``)."""
 
     warn_days: float = 7.0
     next_token_file: str = ""
+    #: IRI: a Globus confidential client that mints the bearer token (else: rotation)
+    globus: GlobusClient | None = None
+    policy: LifetimePolicy = LifetimePolicy()
+    #: the setup's store (grant expiries are kept there); opened at first use
+    store: Callable[[], CredentialStore] | None = None
 
 
 class FamilySupport:
@@ -239,6 +246,58 @@ class IRISupport(_Rotation):
         """The v2 filesystem routes (a deployment without them, as OLCF's, answers 404 and
         delivery fails saying so)."""
         return IRIChannel(self.client)
+
+    GRANTED = "iri-bearer-token"
+
+    def check(self, now: float) -> Verdict:
+        """With a Globus client: the token in the file must be the one we minted, with more
+        than ``renewFraction`` of its life left; else the rotation rules."""
+        globus = self.config.globus
+        if globus is None or self.config.store is None:
+            return super().check(now)
+        facts = self.facts()
+        entry = self.config.store().load().get(self.GRANTED)
+        who = f"IRI bearer token {facts.identity or facts.kind}"
+        if facts.problem and "expired" not in facts.problem:
+            return Verdict(False, f"{who}: {facts.problem}")
+        if entry is None or entry.fingerprint != facts.identity[:19]:
+            return Verdict(
+                False, f"{who} was not minted here: a grant for client {globus.client_id} is due"
+            )
+        if self.config.policy.due(entry.issued_at, entry.expires_at, now):
+            return Verdict(
+                False,
+                f"{who} expires on {utc(entry.expires_at)}: a new grant is due",
+                entry.expires_at,
+            )
+        return Verdict(True, f"{who} valid until {utc(entry.expires_at)}", entry.expires_at)
+
+    def renew(self, now: float) -> tuple[bool, str]:
+        globus, store = self.config.globus, self.config.store
+        if globus is None or store is None:
+            return super().renew(now)
+        verdict = self.check(now)
+        if verdict.ok:
+            return True, verdict.message
+        path = self.token_path()
+        if path is None:
+            return False, "the IRI token must be a file: reference (the grant writes it)"
+        try:
+            token, expires = grant(globus)
+        except EdgeAPIError as exc:
+            return False, f"{exc}; the current token stays in use, {_until(verdict)}"
+        atomic_write(path, (token + "\n").encode())
+        old = store().load().get(self.GRANTED)
+        entry = Entry.make(
+            self.GRANTED, token, now, expires or None, source=f"globus {globus.client_id}"
+        )
+        store().put(entry)
+        self.audit.record("renew" if old else "issue", self.GRANTED, expires_at=entry.expires_at,
+                          fingerprint=entry.fingerprint)  # fmt: skip
+        return (
+            True,
+            f"IRI bearer token {entry.fingerprint} granted, valid until {utc(entry.expires_at)}",
+        )
 
     def verify(self, token: str) -> float | None:
         """One authenticated read (the resource list) with the new token, on a client of

@@ -20,6 +20,7 @@ from .audit import AuditLog
 from .delivery import Channel, DeliveryError, LocalChannel, Unsupported
 from .facility import CHANNELS, FacilityConfig, FamilySupport, Verdict, support_for
 from .files import private_dir
+from .globus_grant import GlobusClient
 from .policy import LifetimePolicy, clock, utc
 from .setup import CredOptions, PilotCredential
 from .sources import SourceError, read_source
@@ -58,7 +59,15 @@ class Keeper:
             from ..plugins.throttler import _binding_for
 
             binding = _binding_for(self.options.facility)
-            config = FacilityConfig(self.options.warnDays, self.options.nextTokenFile)
+            o = self.options
+            globus = None
+            if o.globusClientId and o.globusClientSecret is not None:
+                globus = GlobusClient(
+                    o.globusClientId, o.globusClientSecret, o.globusScope, o.globusAuthUrl
+                )
+            config = FacilityConfig(
+                o.warnDays, o.nextTokenFile, globus=globus, policy=self.policy, store=self.store
+            )
             self._support = support_for(binding.client(), config, self.audit)
         return self._support
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import check
+from ..config import Secret, check
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -60,6 +60,12 @@ class CredOptions:
     #: globus-compute channel: the envelope key here (0600) and the site's copy
     envelopeKeyFile: str = ""
     siteKeyFile: str = ""
+    #: IRI at NERSC/ALCF: a Globus confidential client mints the bearer token (written to
+    #: the facility's token file) and renews it at renewFraction; the secret by reference
+    globusClientId: str = ""
+    globusClientSecret: Secret | None = None
+    globusScope: str = ""
+    globusAuthUrl: str = ""
 
     def __post_init__(self) -> None:
         check(bool(_NAME.match(self.setup_name)), "setup_name", "must be a plain name")
@@ -96,6 +102,9 @@ class CredOptions:
         if self.channel == "globus-compute":
             check(bool(self.envelopeKeyFile), "envelopeKeyFile", "is required for globus-compute")
             check(bool(self.siteKeyFile), "siteKeyFile", "is required for globus-compute")
+        if self.globusClientId:
+            check(self.globusClientSecret is not None, "globusClientSecret", "is required")
+            check(bool(self.globusScope), "globusScope", "is required")
         self.pilots()  # checks each entry
 
     def pilots(self) -> list[PilotCredential]:
