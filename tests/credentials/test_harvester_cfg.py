@@ -36,16 +36,18 @@ def test_example_parses_like_harvester(cfg: dict[str, dict[str, object]]) -> Non
 def test_three_styles_build_without_io(cfg: dict[str, dict[str, object]]) -> None:
     queues = json.loads((ETC / cfg["qconf"]["configFile"]).read_text())  # type: ignore[operator]
     sections = harvester_cfg.credmanager_kwargs(cfg, queues)
-    assert len(sections) == 4
+    assert len(sections) == 5
     with no_network():
         managers = [build_plugin(s) for s in sections]
     assert all(isinstance(m, EdgeCredManager) for m in managers)
     assert [m.setup_name for m in managers] == [
-        "perlmutter_pilot", "perlmutter_sfapi", "defiant_s3m", "NERSC_Perlmutter_edge",
+        "perlmutter_pilot", "perlmutter_sfapi", "defiant_s3m", "perlmutter_iri",
+        "NERSC_Perlmutter_edge",
     ]  # fmt: skip
     assert [m.outCertFile for m in managers] == [
         "harvester-edge:perlmutter_pilot", "harvester-edge:perlmutter_sfapi",
-        "harvester-edge:defiant_s3m", "harvester-edge:NERSC_Perlmutter_edge",
+        "harvester-edge:defiant_s3m", "harvester-edge:perlmutter_iri",
+        "harvester-edge:NERSC_Perlmutter_edge",
     ]  # fmt: skip
     # the parallel-list entry reads its setup file at first use (here: the example's)
     parallel = managers[0]
@@ -54,6 +56,22 @@ def test_three_styles_build_without_io(cfg: dict[str, dict[str, object]]) -> Non
     assert options.pilots()[0].name == "x509_proxy"
     assert options.facility["name"] == "SFAPISubmitter"
     assert managers[2].keeper().options.storeKeyEnv == "HARVESTER_EDGE_STORE_KEY"
+    secret = managers[3].keeper().options.globusClientSecret
+    assert secret is not None and "GLOBUS_IRI_CLIENT_SECRET" in secret.source
+
+
+def test_constructors_touch_no_file(tmp_path: Path) -> None:
+    """Harvester rebuilds per-queue managers every cycle: building one reads and writes
+    nothing (the store, the audit log, the setup file are opened at first use)."""
+    missing = tmp_path / "nothing-here"
+    with no_network():
+        EdgeCredManager(
+            setup_name="q", storeDir=str(missing / "store"), storeKeyFile=str(missing / "k"),
+            auditLog=str(missing / "audit.jsonl"),
+            pilotCredentials=[{"name": "t", "source": str(missing / "src"), "remotePath": "/r"}],
+        )  # fmt: skip
+        EdgeCredManager(inCertFile=str(missing / "setup.json"), outCertFile="m")
+    assert not missing.exists()
 
 
 def test_parser_traps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
