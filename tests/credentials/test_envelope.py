@@ -6,10 +6,14 @@ and nothing is written."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import inspect
 import json
 import subprocess
 import sys
+import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,31 +116,32 @@ def test_tampered_payload_refused_on_site(
 
 
 def test_receiver_refusals(tmp_path: Path, keys: tuple[Path, Path]) -> None:
-    key = site_receiver.read_key(str(keys[1]))
+    key = base64.urlsafe_b64decode(keys[1].read_text().strip())
     dest = str(tmp_path / "site" / "x" / "tok")
     good = seal(b"payload-0123456789", key=key, dest=dest, setup="s", name="n", issued=1000.0)
     assert site_receiver.open_envelope(good, dest, key, now=1001.0) == b"payload-0123456789"
-    with pytest.raises(site_receiver.Refused, match="another path"):
+    with pytest.raises(ValueError, match="another path"):
         site_receiver.open_envelope(good, dest + "2", key, now=1001.0)
-    with pytest.raises(site_receiver.Refused, match="a replay"):
+    with pytest.raises(ValueError, match="a replay"):
         site_receiver.open_envelope(good, dest, key, now=5000.0)
     other = base64.urlsafe_b64decode(SCAN.secret(new_key()))
-    with pytest.raises(site_receiver.Refused, match="another key"):
+    with pytest.raises(ValueError, match="another key"):
         site_receiver.open_envelope(good, dest, other, now=1001.0)
     env = json.loads(good)
     env["dest"] = dest + "2"  # re-addressed in transit: the header is authenticated
-    with pytest.raises(site_receiver.Refused, match="tampered"):
+    with pytest.raises(ValueError, match="tampered"):
         site_receiver.open_envelope(json.dumps(env), dest + "2", key, now=1001.0)
-    with pytest.raises(site_receiver.Refused, match="not a harvester-edge envelope"):
+    with pytest.raises(ValueError, match="not a harvester-edge envelope"):
         site_receiver.open_envelope("{}", dest, key)
     assert not Path(dest).exists()
 
 
 def test_reader_never_sees_a_partial_file(tmp_path: Path, keys: tuple[Path, Path]) -> None:
-    key = site_receiver.read_key(str(keys[1]))
     dest = tmp_path / "site" / "r" / "tok"
     contents = [b"A" * 70000, b"B" * 10, b"C" * 300000]
-    site_receiver.write_atomic(str(dest), contents[0])
+    key = base64.urlsafe_b64decode(keys[1].read_text().strip())
+    env = seal(contents[0], key=key, dest=str(dest), setup="s", name="n", issued=time.time())
+    site_receiver.receive(env, str(dest), str(keys[1]))
     seen: list[bytes] = []
     stop = threading.Event()
 
@@ -149,9 +154,11 @@ def test_reader_never_sees_a_partial_file(tmp_path: Path, keys: tuple[Path, Path
     try:
         for i in range(30):
             data = contents[i % 3]
-            env = seal(data, key=key, dest=str(dest), setup="s", name="n", issued=2000.0)
-            plain = site_receiver.open_envelope(env, str(dest), key, now=2000.0)
-            site_receiver.write_atomic(str(dest), plain)
+            env = seal(data, key=key, dest=str(dest), setup="s", name="n", issued=time.time())
+            answer = site_receiver.receive(env, str(dest), str(keys[1]))
+            assert answer["mode"] == "0600" and answer["sha256"].endswith(
+                hashlib.sha256(data).hexdigest()
+            )
     finally:
         stop.set()
         thread.join()
@@ -163,3 +170,16 @@ def test_envelope_key_file_must_be_private(tmp_path: Path, keys: tuple[Path, Pat
     options = type("O", (), {"envelopeKeyFile": str(keys[0]), "siteKeyFile": str(keys[1])})
     with pytest.raises(DeliveryError, match="0600"):
         envelope_channel(options, site)
+
+
+def test_receive_ships_by_source(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """What Globus Compute's source serializer does: ``receive`` alone, in a namespace with
+    nothing of harvester-edge, still opens, verifies and writes."""
+    namespace: dict[str, Any] = {}
+    source = textwrap.dedent(inspect.getsource(site_receiver.receive))
+    exec(compile("from typing import Any\n" + source, "<shipped>", "exec"), namespace)
+    key = base64.urlsafe_b64decode(keys[1].read_text().strip())
+    dest = str(tmp_path / "site" / "shipped" / "tok")
+    env = seal(b"shipped-payload-xyz", key=key, dest=dest, setup="s", name="n", issued=time.time())
+    answer = namespace["receive"](env, dest, str(keys[1]))
+    assert Path(dest).read_bytes() == b"shipped-payload-xyz" and answer["mode"] == "0600"

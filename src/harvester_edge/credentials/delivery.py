@@ -308,11 +308,11 @@ def envelope_channel(options: Any, runner: SiteRunner) -> EnvelopeChannel:
     family's ``runner``; what the Globus Compute family registers in ``facility.CHANNELS``:
     ``CHANNELS["globus-compute"] = lambda options: envelope_channel(options, its_runner)``."""
     from . import redaction
-    from .site_receiver import Refused, read_key
+    from .store import CredentialStoreError, load_key
 
     try:
-        key = read_key(options.envelopeKeyFile)
-    except (OSError, ValueError, Refused) as exc:
-        raise DeliveryError(f"envelope key {options.envelopeKeyFile}: {exc}") from None
+        key = load_key(options.envelopeKeyFile)
+    except CredentialStoreError as exc:
+        raise DeliveryError(str(exc).replace("store key", "envelope key")) from None
     redaction.register(base64.urlsafe_b64encode(key).decode())
     return EnvelopeChannel(runner, key, options.siteKeyFile)
