@@ -178,3 +178,16 @@ def test_queue_a_cannot_use_queue_b_remote_path(sfapi: Site, store_key: Path, cl
     assert not ok and "belongs to setup queueB" in message
     assert b_remote.read_bytes() == before
     assert "panda_token" not in a.keeper().store().load()  # A's store never saw B's
+
+
+def test_key_file_mode_and_validity(sfapi: Site, store_key: Path) -> None:
+    sfapi.key.chmod(0o644)
+    cm = sfapi.manager("queueA", store_key, pilotCredentials=[])
+    assert cm.check_credential() is False
+    ok, message = cm.renew_credential()
+    assert not ok and f"chmod 600 {sfapi.key}" in message
+    forget_clients()
+    sfapi.key.write_text("not-an-iris-client-key\n")
+    sfapi.key.chmod(0o600)
+    ok, message = sfapi.manager("queueA", store_key, pilotCredentials=[]).renew_credential()
+    assert not ok and "is not an Iris client key" in message
