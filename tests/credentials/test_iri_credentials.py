@@ -169,3 +169,19 @@ def test_globus_grant_renewed_before_expiry(
         assert not ok and "Globus Auth refused client" in message
         assert "stays in use, valid until" in message
         assert token_file.read_text().strip() == minted[1]
+
+
+def test_iri_filesystem_confined_to_roots(tmp_path: Path, store_key: Path, clock: Clock) -> None:
+    from harvester_edge.credentials.delivery import DeliveryError, IRIChannel
+    from harvester_edge.plugins.iri import IRIBinding
+
+    with gateway(tmp_path, files=True) as gw:
+        write_private(tmp_path / "iri.token", SCAN.secret(gw.issue_token("alice")))
+        section = manager(gw, tmp_path, store_key).keeper().options.facility
+        client = IRIBinding(
+            {k: v for k, v in section.items() if k not in ("module", "name")}, "t"
+        ).client()
+        outside = tmp_path / "elsewhere" / "tok"
+        with pytest.raises(DeliveryError, match="outside the allowed directories"):
+            IRIChannel(client).deliver(str(outside), b"data-1234567", setup="s", name="n")
+        assert not outside.parent.exists()
