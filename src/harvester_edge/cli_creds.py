@@ -20,6 +20,7 @@ from typing import Any
 
 from .credentials import harvester_cfg
 from .credentials.store import new_key
+from .errors import EdgeError
 
 MODULE = "harvester_edge.plugins.credmanager"
 
@@ -83,7 +84,10 @@ def managers(args: argparse.Namespace) -> list[Any]:
 def cmd_status(args: argparse.Namespace) -> int:
     failed = 0
     for manager in managers(args):
-        status = manager.keeper().status()
+        try:
+            status = manager.keeper().status()
+        except EdgeError as exc:  # a parallel-list setup file that cannot be read
+            status = {"setup": manager.setup_name, "ok": False, "notes": [str(exc)]}
         failed += not status.get("ok")
         if args.json:
             print(json.dumps(status, sort_keys=True))

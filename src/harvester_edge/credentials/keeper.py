@@ -187,7 +187,8 @@ class Keeper:
             source.issued_at or now, source.expires_at, source=pilot.source,
         )  # fmt: skip
         try:
-            receipt = self.channel().deliver(
+            channel = self.channel()
+            receipt = channel.deliver(
                 pilot.remote_path, source.data, setup=self.setup, name=pilot.name
             )
         except DeliveryError as exc:
@@ -199,7 +200,7 @@ class Keeper:
             return False, f"{pilot.name}: delivery to {pilot.remote_path} failed: {exc}; {keep}"
         self.audit.record(
             "deliver", pilot.name, expires_at=entry.expires_at, fingerprint=fp,
-            detail=f"{receipt.path} via {self.channel().name}",
+            detail=f"{receipt.path} via {channel.name}",
         )  # fmt: skip
         self.audit.record(
             "verify", pilot.name, expires_at=entry.expires_at, fingerprint=fp,
