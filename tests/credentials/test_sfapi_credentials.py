@@ -191,3 +191,28 @@ def test_key_file_mode_and_validity(sfapi: Site, store_key: Path) -> None:
     sfapi.key.chmod(0o600)
     ok, message = sfapi.manager("queueA", store_key, pilotCredentials=[]).renew_credential()
     assert not ok and "is not an Iris client key" in message
+
+
+def test_throttler_reads_pilot_credential_facts(sfapi: Site, store_key: Path) -> None:
+    """A queue whose pilots would find no credential, or one about to expire, makes no new
+    workers; a fresh one lets it run."""
+    from harvester_edge.credentials import facts
+
+    facts.forget()
+    section = sfapi.facility()
+    queue = SimpleNamespace(queueName="queueA", submitter=section, walltimeLimit=600)
+    throttle = EdgeThrottler(queueName="queueA")
+    assert throttle.to_be_throttled(queue) == (False, "")  # nobody published: no opinion
+    now = time.time()
+    write_private(sfapi.root / "src" / "queueA", make_jwt(now, now + 1800))
+    cm = sfapi.manager("queueA", store_key, queueName="queueA")
+    assert cm.check_credential() is False
+    throttled, reason = throttle.to_be_throttled(queue)
+    assert throttled and "pilot credential panda_token: not delivered" in reason
+    assert cm.renew_credential()[0]
+    throttled, reason = throttle.to_be_throttled(queue)  # 30 min left < 1 h margin
+    assert throttled and "pilot credential panda_token sha256:" in reason and "expires" in reason
+    write_private(sfapi.root / "src" / "queueA", make_jwt(now, now + 10 * 3600))
+    assert sfapi.manager("queueA", store_key, queueName="queueA").renew_credential()[0]
+    assert throttle.to_be_throttled(queue) == (False, "")
+    facts.forget()

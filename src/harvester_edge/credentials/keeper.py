@@ -15,7 +15,8 @@ from typing import Any
 
 from ..edge.health import GATE
 from ..errors import EdgeError
-from . import redaction
+from ..facilities.base import CredentialFacts
+from . import facts, redaction
 from .audit import AuditLog
 from .delivery import Channel, DeliveryError, LocalChannel, Unsupported
 from .facility import CHANNELS, FacilityConfig, FamilySupport, Verdict, support_for
@@ -105,7 +106,25 @@ class Keeper:
             fine, note = self._pilot_state(pilot, entries.get(pilot.name), now)
             ok = ok and fine
             notes.append(note)
+        self.publish(entries)
         return ok, notes
+
+    def publish(self, entries: dict[str, Entry] | None = None) -> None:
+        """Tell the throttler what the pilots of the served queues would find."""
+        queues = self.options.served_queues
+        if not queues:
+            return
+        entries = self.store().load() if entries is None else entries
+        found = []
+        for pilot in self.options.pilots():
+            entry = entries.get(pilot.name)
+            kind = f"pilot credential {pilot.name}"
+            if entry is None or not entry.delivered_at or entry.delivered_to != pilot.remote_path:
+                found.append(CredentialFacts(kind, problem=f"not delivered to {pilot.remote_path}"))
+            else:
+                found.append(CredentialFacts(kind, entry.fingerprint, entry.expires_at))
+        for queue in queues:
+            facts.publish(queue, self.setup, found)
 
     def _pilot_state(
         self, pilot: PilotCredential, entry: Entry | None, now: float
@@ -154,6 +173,7 @@ class Keeper:
             fine, note = self._renew_pilot(pilot, entries.get(pilot.name), now)
             ok = ok and fine
             notes.append(note)
+        self.publish()
         return ok, "; ".join(notes)
 
     def _renew_pilot(

@@ -35,6 +35,9 @@ class CredOptions:
     queueName: str = ""
     #: Harvester's metric key for check_credential_lifetime (default harvester-edge:<setup>)
     outCertFile: str = ""
+    #: the queues whose pilots use this setup's credentials (the throttler stops them while
+    #: a pilot credential is missing or expiring); the per-queue style adds queueName
+    queues: list[str] = field(default_factory=list)
     #: the queue's submitter section whose facility credential is watched and whose client
     #: delivers: {"module": "harvester_edge.plugins.sfapi", "name": "SFAPISubmitter", ...}
     facility: dict[str, Any] = field(default_factory=dict)
@@ -126,6 +129,10 @@ class CredOptions:
         names = [p.name for p in found]
         check(len(set(names)) == len(names), "pilotCredentials", "has a name twice")
         return found
+
+    @property
+    def served_queues(self) -> list[str]:
+        return list(dict.fromkeys([*self.queues, *([self.queueName] if self.queueName else [])]))
 
     @property
     def audit_path(self) -> str:

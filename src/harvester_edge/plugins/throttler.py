@@ -9,7 +9,8 @@ and sets the queue's new workers to 0 when it answers True.  Reasons, in order:
 2. a planned outage is under way or starts within the next walltime (``walltimeLimit`` of
    the queue, or ``outageHorizonSeconds``);
 3. the credential is unusable (refused moments ago, unreadable key) or expires within
-   ``credentialMarginSeconds``;
+   ``credentialMarginSeconds``; likewise a pilot credential the credential manager
+   delivers for this queue (``credentials/facts.py``);
 4. ``maxConcurrentAllocations`` is reached (the level-3 book the monitor keeps);
 5. a facility submit limit (QOS) refused a job less than ``submitLimitHoldSeconds`` ago.
 
@@ -25,6 +26,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ..credentials.facts import for_queue as pilot_facts
 from ..edge import tags
 from ..edge.allocations import live_counts
 from ..edge.health import GATE
@@ -111,6 +113,16 @@ class EdgeThrottler(PluginBase):
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(cred.expires_at))
             verb = "expired" if cred.expires_at <= now else "expires"
             return f"{client.service}: credential {cred.identity or cred.kind} {verb} {when}"
+        for pilot in pilot_facts(queue or opts.queueName):  # published by EdgeCredManager
+            if pilot.problem:
+                return f"{pilot.kind}: {pilot.problem}"
+            if (
+                pilot.expires_at is not None
+                and pilot.expires_at - now < opts.credentialMarginSeconds
+            ):
+                when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(pilot.expires_at))
+                verb = "expired" if pilot.expires_at <= now else "expires"
+                return f"{pilot.kind} {pilot.identity} {verb} {when}"
         prefix = tags.queue_prefix(harvester_id(), queue or opts.queueName)
         cap = opts.maxConcurrentAllocations
         if cap > 0:
