@@ -172,7 +172,8 @@ def test_globus_grant_renewed_before_expiry(
 
 
 def test_iri_filesystem_confined_to_roots(tmp_path: Path, store_key: Path, clock: Clock) -> None:
-    from harvester_edge.credentials.delivery import DeliveryError, IRIChannel
+    from harvester_edge.credentials.delivery import DeliveryError
+    from harvester_edge.credentials.remote import IRIChannel
     from harvester_edge.plugins.iri import IRIBinding
 
     with gateway(tmp_path, files=True) as gw:

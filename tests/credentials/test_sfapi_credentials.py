@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from harvester_edge.credentials.delivery import SFAPIChannel
+from harvester_edge.credentials.remote import SFAPIChannel
 from harvester_edge.edge.health import GATE
 from harvester_edge.facilities.registry import forget_clients
 from harvester_edge.localsite.sfapi_gateway import SFAPIGateway, make_client_key

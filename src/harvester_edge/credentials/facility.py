@@ -33,10 +33,11 @@ from ..facilities.auth import fingerprint, secret_path
 from ..facilities.base import CredentialFacts, FacilityClient
 from . import redaction
 from .audit import AuditLog
-from .delivery import Channel, IRIChannel, SFAPIChannel, Unsupported
+from .delivery import Channel, Unsupported
 from .files import atomic_write
 from .globus_grant import GlobusClient, grant
 from .policy import LifetimePolicy, utc
+from .remote import IRIChannel, SFAPIChannel
 from .store import CredentialStore, Entry
 
 log = logging.getLogger(__name__)
