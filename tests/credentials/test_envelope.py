@@ -23,7 +23,7 @@ import pytest
 from harvester_edge.credentials import site_receiver
 from harvester_edge.credentials.delivery import DeliveryError, envelope_channel
 from harvester_edge.credentials.envelope import seal
-from harvester_edge.credentials.facility import CHANNELS
+from harvester_edge.credentials.families import CHANNELS
 from harvester_edge.credentials.store import new_key
 from harvester_edge.plugins.credmanager import EdgeCredManager
 

@@ -130,7 +130,7 @@ class EnvelopeChannel:
 
 def envelope_channel(options: Any, runner: SiteRunner) -> EnvelopeChannel:
     """The Globus Compute channel of a setup (``envelopeKeyFile``/``siteKeyFile``) around the
-    family's ``runner``; what the Globus Compute family registers in ``facility.CHANNELS``:
+    family's ``runner``; what the Globus Compute family registers in ``families.CHANNELS``:
     ``CHANNELS["globus-compute"] = lambda options: envelope_channel(options, its_runner)``."""
     from . import redaction
     from .store import CredentialStoreError, load_key

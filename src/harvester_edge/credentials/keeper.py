@@ -19,7 +19,8 @@ from ..facilities.base import CredentialFacts
 from . import facts, redaction
 from .audit import AuditLog
 from .delivery import Channel, DeliveryError, LocalChannel, Unsupported
-from .facility import CHANNELS, FacilityConfig, FamilySupport, Verdict, support_for
+from .facility import FacilityConfig, FamilySupport, Verdict
+from .families import CHANNELS, support_for
 from .files import private_dir
 from .globus_grant import GlobusClient
 from .policy import LifetimePolicy, clock, utc
