@@ -6,6 +6,7 @@ harvester-edge gateway ...     run a loopback SFAPI gateway (its options: gatewa
                                --family gc: the loopback Globus Compute service
 harvester-edge check-config F  load a queue config like Harvester, build our plugins (no I/O)
 harvester-edge render F QUEUE  print the batch script a queue would submit
+harvester-edge creds ...       the credential manager: keygen, status, renew (cli_creds.py)
 """
 
 from __future__ import annotations
@@ -465,6 +466,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("queue")
     p.add_argument("--worker-id", type=int, default=1)
     p.set_defaults(func=cmd_render)
+    from . import cli_creds
+
+    cli_creds.add_parser(sub)
     return parser
 
 
