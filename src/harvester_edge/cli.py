@@ -8,6 +8,7 @@ harvester-edge check F         a queue config against the plugins' schema, every
                                --online, --render, --submit-test (check-config: alias)
 harvester-edge workers Q       the facility's view of a queue's jobs (--config F, --json)
 harvester-edge render F QUEUE  print the batch script a queue would submit
+harvester-edge creds ...       the credential manager: keygen, status, renew (cli_creds.py)
 """
 
 from __future__ import annotations
@@ -573,6 +574,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("queue")
     p.add_argument("--worker-id", type=int, default=1)
     p.set_defaults(func=cmd_render)
+    from . import cli_creds
+
+    cli_creds.add_parser(sub)
     return parser
 
 

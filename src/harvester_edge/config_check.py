@@ -13,6 +13,7 @@ to its end through the queue's own plugins.
 from __future__ import annotations
 
 import configparser
+import copy
 import difflib
 import importlib
 import json
@@ -28,6 +29,7 @@ from typing import Any
 from ._quiet import quiet_imports
 from .cli import Checker
 from .config import convert, is_secret_key
+from .credentials.harvester_cfg import _substitute as substitute_env
 from .edge import tags
 from .edge.batch import BatchConfig, WorkerInfo
 from .edge.spec import build_job_spec
@@ -165,22 +167,24 @@ class EdgeChecker(Checker):
         """The ``[credmanager]`` section as Harvester's config loader and cred_manager agent
         read it: parallel lists, multi-line JSON ``pluginConfigs``, ``$VAR`` expansion, then
         every plugin imported and (ours) built."""
-        parser = configparser.ConfigParser(interpolation=None)
+        parser = configparser.ConfigParser()  # as LiveConfigParser: % interpolation on
         parser.optionxform = str  # type: ignore[assignment,method-assign]
         label = f"{Path(path).name}[credmanager]"
         try:
             with open(path, encoding="utf-8") as handle:
                 parser.read_file(handle)
+            section = (
+                dict(parser.items("credmanager")) if parser.has_section("credmanager") else None
+            )
         except OSError as exc:
             self.error(path, None, None, f"cannot read ({exc.strerror})")
             return
         except configparser.Error as exc:
             self.error(path, None, None, f"not an INI file Harvester can read: {exc}")
             return
-        if not parser.has_section("credmanager"):
+        if section is None:
             self.lines.append(f"note   {path}: no [credmanager] section")
             return
-        section = dict(parser.items("credmanager"))
         self.check_cred_lists(label, section)
         raw = section.get("pluginConfigs")
         if raw is None:
@@ -246,18 +250,17 @@ class EdgeChecker(Checker):
             if not isinstance(values, dict):
                 self.error(label, f"{where}.{setup}", None, "must be an object of keys")
                 continue
-            unset = sorted(
-                str(v)[1:].strip("{}")
-                for v in _strings(values)
-                if v.startswith("$") and str(v)[1:].strip("{}") not in os.environ
-            )
-            for var in unset:
+            expanded = copy.deepcopy(values)
+            try:  # what the agent gets: every string holding "$" replaced whole by a variable
+                substitute_env(expanded)
+            except KeyError as exc:
                 self.error(
                     label, f"{where}.{setup}", None,
-                    f"${var} is not set here: Harvester's config loader raises KeyError",
+                    f"{exc.args[0]} Harvester's config loader stops there (KeyError)",
                 )  # fmt: skip
+                continue
             conf = {"module": entry["module"], "name": entry["name"], "setup_name": setup}
-            conf.update(values)
+            conf.update(expanded)
             self.check_plugin(label, f"{where}.{setup}", conf)
 
 
@@ -271,16 +274,6 @@ def _secret_values(queue: Mapping[str, Any]) -> dict[str, Any]:
                 if is_secret_key(key):
                     found[f"{key}#{len(found)}"] = value
     return found
-
-
-def _strings(obj: Any) -> list[str]:
-    if isinstance(obj, str):
-        return [obj]
-    if isinstance(obj, dict):
-        return [s for v in obj.values() for s in _strings(v)]
-    if isinstance(obj, list):
-        return [s for v in obj for s in _strings(v)]
-    return []
 
 
 # ------------------------------------------------------------------ the queue's own plugins

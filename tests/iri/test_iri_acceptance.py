@@ -216,7 +216,8 @@ def test_hostile_worker_fields_never_reach_a_shell(site: IRISite, tmp_path: Path
 def test_monitoring_1000_workers_costs_one_status_request_per_cycle(site: IRISite) -> None:
     """1,000 workers, two of them jobs that finished unseen since the last cycle: each
     cycle is one bulk status request (historical, so the finished jobs are in it) plus the
-    health check (resource status and incidents)."""
+    health check (resource status and incidents).  Its time is benchmarks/bench_iri.py's
+    (monitor_1000), not a test's: a timed assertion fails on a loaded machine."""
     submitter, monitor, _ = site.plugins(healthCacheSeconds=0.001)
     real = [site.worker("exit 0"), site.worker("exit 0")]
     assert all(r[0] is True for r in submitter.submit_workers(real))
@@ -236,12 +237,9 @@ def test_monitoring_1000_workers_costs_one_status_request_per_cycle(site: IRISit
         workers.append(ws)
     for n in range(3):
         site.gateway.reset_counters()
-        started = time.monotonic()
         answers = cycle(monitor, workers)
-        took = time.monotonic() - started
         counts = site.gateway.counters
         assert counts == Counter(jobs_status=1, resource=1, incidents=1), counts
-        assert took < 10, f"one cycle over 1000 workers took {took:.1f}s"
         if n == 0:
             assert [a[0] for a in answers[:2]] == [WorkSpec.ST_finished] * 2, answers[:2]
         assert all(a[0] == WorkSpec.ST_submitted for a in answers[2:])

@@ -140,7 +140,11 @@ def test_harvester_cfg_credmanager(tmp_path: Path, capsys: pytest.CaptureFixture
     assert rc == 2
     assert any("lengths differ" in b for b in bad)
     assert any("[credmanager].moduleName[0].module: cannot import" in b for b in bad)
-    assert any("pluginConfigs[0].siteA: $HEDGE_UNSET_VAR_X is not set" in b for b in bad)
+    assert any(
+        "pluginConfigs[0].siteA: HEDGE_UNSET_VAR_X in the cfg is an undefined environment "
+        "variable. Harvester's config loader stops there" in b
+        for b in bad
+    )
     assert any("pluginConfigs[1].configs: missing" in b for b in bad)
     cfg.write_text('[credmanager]\npluginConfigs = [{"module": "m", "name": "n", "configs": {}}]\n')
     rc, lines = run(tmp_path, example(), capsys, "--harvester-cfg", str(cfg))
@@ -181,3 +185,18 @@ def test_a_missing_required_key_is_one_line(
         f"ERROR  {Q}.submitter.keyFile: SFAPISubmitter: config key 'keyFile' is required "
         "(path to the Iris client key file)"
     ]
+
+
+def test_the_example_harvester_cfg(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = str(ROOT / "etc" / "panda_harvester.cfg.example")
+    monkeypatch.setenv("HARVESTER_EDGE_CRED_DIR", "/var/lib/harvester-edge/cred-env")
+    rc, lines = run(tmp_path, example(), capsys, "--harvester-cfg", cfg)
+    assert rc == 0, errors(lines)
+    assert any("[credmanager].pluginConfigs[0]" in line and line.startswith("ok") for line in lines)
+    monkeypatch.delenv("HARVESTER_EDGE_CRED_DIR")
+    rc, lines = run(tmp_path, example(), capsys, "--harvester-cfg", cfg)
+    assert rc == 2
+    assert [e for e in errors(lines) if "HARVESTER_EDGE_CRED_DIR" in e] == errors(lines)
+    assert len(errors(lines)) == 1

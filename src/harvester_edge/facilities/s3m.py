@@ -655,6 +655,14 @@ class S3MClient(FacilityClient):
     def credential(self) -> CredentialFacts:
         return self.token.facts()
 
+    def introspect_token(self, token: str) -> TokenInfo:
+        """Introspect a token that is not in use yet (a rotation candidate the credential
+        manager verifies before it replaces the token file).  Raises EdgeAuthError when S3M
+        refuses it, EdgeAPIError when S3M cannot answer; the token never enters a message."""
+        scheme = self.token.static.scheme
+        sent = {self.token.static.header: f"{scheme} {token}" if scheme else token}
+        return self.token._parse(fingerprint(token), self._introspect(sent))
+
     def _introspect(self, sent: Mapping[str, str]) -> Any:
         transport = Transport(
             "s3m", self.settings.api_url, _Presented(sent), timeouts=self.settings.timeouts,

@@ -59,6 +59,7 @@ from .base import (
     Health,
     Outage,
     chunks,
+    iso_epoch,
 )
 from .passthrough import confirm_with_accounting, record_from_row
 from .tails import split_tail_output, tail_command, tail_of
@@ -106,6 +107,8 @@ class SFAPISettings:
     command_poll: float = 0.1
     #: parallel requests when falling back to one request per job or file
     fallback_concurrency: int = 8
+    #: when the Iris client itself expires (epoch seconds; Iris shows it, the API does not)
+    client_expires: float | None = None
 
 
 def check_key_file(path: str) -> os.stat_result:
@@ -231,8 +234,11 @@ class IrisCredential:
         key_check_seconds: float = 5.0,
         token_leeway: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        client_expires: float | None = None,
     ):
         self.key_file = key_file
+        #: the Iris client's own expiry (epoch seconds), from the operator's config
+        self.client_expires = client_expires
         self.token_url = token_url
         self._timeout = httpx.Timeout(timeouts.read, connect=timeouts.connect)
         self._backoff = refusal_backoff
@@ -469,8 +475,11 @@ class IrisCredential:
         if problem is None and now < self._refused_until:
             left = self._refused_until - now
             problem = f"refused: {self._refusal}; next try in {left:.0f}s"
+        expires = self.client_expires
+        if problem is None and expires is not None and expires <= time.time():
+            problem = client_expired_text(self.identity or self.key_file, expires, self.key_file)
         return CredentialFacts(
-            kind=CREDENTIAL_KIND, identity=self.identity, expires_at=None, problem=problem
+            kind=CREDENTIAL_KIND, identity=self.identity, expires_at=expires, problem=problem
         )
 
     def close(self) -> None:
@@ -478,6 +487,15 @@ class IrisCredential:
             if self._http is not None:
                 self._http.close()
                 self._http = None
+
+
+def client_expired_text(client: str, expires: float, key_file: str) -> str:
+    """What to tell about an expired Iris client: the date, and what to do."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+    return (
+        f"SFAPI client {client} expired on {when}; make a new client in Iris and put its "
+        f"key in {key_file}"
+    )
 
 
 def _kwargs(key: str, values: Sequence[str]) -> str:
@@ -520,6 +538,7 @@ class SFAPIClient(FacilityClient):
             key_check_seconds=settings.key_check_seconds,
             token_leeway=settings.token_leeway,
             clock=clock,
+            client_expires=settings.client_expires,
         )
         self._user_name: str | None = None
         self._lock = threading.Lock()
@@ -685,6 +704,12 @@ class SFAPIClient(FacilityClient):
         return {tag: list(jobs.values()) for tag, jobs in found.items() if tag in wanted}
 
     # command utility -----------------------------------------------------------------------
+    def run_commands(self, commands: list[str]) -> list[tuple[str, dict[str, Any], str]]:
+        """Run command lines (each already quoted) as tasks and wait up to ``command_wait``:
+        per command ``(state, result, error)``, state ``done``/``pending``/``refused``/
+        ``error`` (the credential manager's delivery uses this)."""
+        return [(r.state, r.result, r.error) for r in self._run_commands(commands)]
+
     def _refuse_commands(self, reason: str) -> None:
         if self.commands_refused is None:
             log.warning(
@@ -1168,4 +1193,5 @@ def settings_from_config(cfg: Any) -> SFAPISettings:
         cancel_chunk=min(cfg.chunkSize, 500),
         cat_chunk=min(cfg.chunkSize, 500),
         command_wait=min(cfg.callDeadline, 10.0),
+        client_expires=iso_epoch(getattr(cfg, "clientExpires", "") or None),
     )

@@ -29,6 +29,9 @@ from :meth:`IRIGateway.issue_token`, the status routes too unless ``status_auth=
 - ``PUT /compute/job/{resource_id}/{job_id}`` -> 501 after the usual checks (no updates).
 - ``DELETE /compute/cancel/{resource_id}/{job_id}`` -> 204 (real scancel; a job that already
   ended -> 204 too, its state unchanged; an id this user never submitted here -> 404).
+- With ``file_roots`` only (OLCF's deployment serves none of them; then 404): ``POST
+  /filesystem/{mkdir,chmod,upload,mv,checksum,stat}/{resource_id}`` -> ``{task_id,
+  task_uri}`` and ``GET /task/{task_id}`` -> ``Task`` (``iri_files.py``).
 
 Jobs are listed per (token user, resource): each user sees the jobs it submitted through
 this gateway to that resource (every token user runs as the gateway's Unix account, like
@@ -69,6 +72,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
 from .faults import INCIDENT_TYPES, IRI_STATES, RESOLUTIONS, Knobs
+from .files import FileArea
+from .iri_files import FileTasks
 from .iri_idempotency import IdempotencyStore
 from .iri_spec import (
     FieldError,
@@ -82,6 +87,7 @@ from .iri_spec import (
 )
 from .iri_states import FINAL, job_status
 from .loopback import NO_CONTENT, GatewayBook, HttpRequest, LoopbackServer, Response
+from .sfapi_gateway import _multipart_file
 from .slurm import LocalSlurm, SlurmError
 
 __all__ = ["API_VERSIONS", "FILTER_KEYS", "IRIGateway", "main", "resource_id_for"]
@@ -280,6 +286,14 @@ _ROUTES: tuple[_Route, ...] = (
         body=True,
     ),
     _route("DELETE", r"/compute/cancel/(?P<rid>[^/]+)/(?P<job_id>[^/]+)", "cancel", "_cancel"),
+    _route(
+        "POST",
+        r"/filesystem/(?P<op>mkdir|chmod|upload|mv|checksum|stat)/(?P<rid>[^/]+)",
+        "filesystem",
+        "_filesystem",
+        query=("path",),
+    ),
+    _route("GET", r"/task/(?P<task_id>[^/]+)", "task", "_task"),
 )
 # ``compute=False``: public at the reference (the status routes); ``status_auth`` decides.
 
@@ -451,6 +465,7 @@ class IRIGateway(GatewayBook):
         pass_custom_attributes: bool = False,
         validation_style: str = "reference",
         empty_incidents_404: bool = True,
+        file_roots: Sequence[str | os.PathLike[str]] | None = None,
     ) -> None:
         unknown = [v for v in versions if v not in API_VERSIONS]
         if unknown or not versions:
@@ -492,6 +507,9 @@ class IRIGateway(GatewayBook):
         self._jobs_created: list[str] = []
         self._jobs: dict[str, _JobRecord] = {}
         self._owned: dict[tuple[str, str], list[str]] = {}
+        self.files: FileTasks | None = (
+            FileTasks(FileArea(list(file_roots), self.workdir)) if file_roots else None
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> IRIGateway:
@@ -777,6 +795,38 @@ class IRIGateway(GatewayBook):
 
     def _compute_resources(self, call: _Call) -> Response:
         return 200, [self._resource_doc(r, call) for r in self.resources]
+
+    # ------------------------------------------------------------------ filesystem
+    def _filesystem(self, call: _Call) -> Response:
+        """A filesystem operation as a task (``iri_files.py``); 404 without file roots."""
+        if self.files is None:
+            raise _not_found("Not Found")
+        if self._find_resource(call.params["rid"]) is None:
+            raise _not_found("Resource not found")
+        op = call.params["op"]
+        data = b""
+        if op == "upload":
+            upload = _multipart_file(
+                call.request.headers.get("Content-Type", ""), call.request.body
+            )
+            path = (call.query.get("path") or [""])[0]
+            if upload is None or not path:
+                raise _error(422, "upload needs the query parameter path and a file part")
+            args: dict[str, Any] = {"path": path}
+            data = upload[1]
+        else:
+            body = self._json_body(call)
+            if not isinstance(body, dict):
+                raise _error(422, f"{op} needs a JSON object")
+            args = body
+        task_id = self.files.submit(call.user, op, args, data)
+        return 200, {"task_id": task_id, "task_uri": f"{call.prefix}/task/{task_id}"}
+
+    def _task(self, call: _Call) -> Response:
+        task = self.files.get(call.user, call.params["task_id"]) if self.files else None
+        if task is None:
+            raise _not_found(f"Task {call.params['task_id'][:40]} not found")
+        return 200, task
 
     def _find_resource(self, rid: str) -> IRIResource | None:
         return next((r for r in self.resources if r.id == rid), None)

@@ -12,9 +12,11 @@ the task's ``result`` is a JSON string ``{"status": "ok"|"error", "output": <std
 "error": <stderr when the exit status is not 0, else null>, "exit_code": <int>}`` (the keys
 ``sfapi_client``'s ``Compute.run()`` reads).  Only a small allowlist runs, parsed with
 ``shlex`` and started with an argument list (never a shell): ``scancel`` with job ids (``N``,
-``N_M``, ``N+M``), ``cat`` of files inside the gateway's file roots and ``tail -v -c N --``
-of such files (the batch-log tails the monitor reads).  Anything else gets
-an error result with ``exit_code`` null (it never ran).
+``N_M``, ``N+M``), ``cat`` of files inside the gateway's file roots, ``tail -v -c N --`` of
+such files (the batch-log tails the monitor reads), and the file commands a credential
+delivery needs (``mkdir [-p] [-m MODE]``, ``chmod MODE``, ``mv [-f] SRC DST``, octal modes
+only, every path inside the roots).  Anything else gets an error result with ``exit_code``
+null (it never ran).
 
 Also like the real API: ``DELETE /tasks/{id}`` cancels a task that has not reported yet,
 ``GET /account/?username=NAME`` answers that user's account (404 for an unknown user), job ids
@@ -68,9 +70,10 @@ API_PREFIX = "/api/v1.2"
 TOKEN_PATH = "/oidc/token"
 KWARG_KEYS = ("jobid", "name", "user", "partition")
 #: Commands the command utility runs; everything else gets an error result.
-COMMANDS = ("cat", "scancel", "tail")
+COMMANDS = ("cat", "scancel", "tail", "mkdir", "chmod", "mv")
 _CAT = next((c for c in ("/bin/cat", "/usr/bin/cat") if os.path.exists(c)), "cat")
 _TAIL = next((c for c in ("/usr/bin/tail", "/bin/tail") if os.path.exists(c)), "tail")
+_OCTAL_MODE = re.compile(r"^[0-7]{3,4}$")
 _COMMAND_TIMEOUT = 30.0
 _COMMAND_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 
@@ -549,6 +552,8 @@ class SFAPIGateway(GatewayBook):
             return partial(self._run_cat, self._cat_args(args))
         if name == "tail":
             return partial(self._run_tail, self._tail_args(args))
+        if name in ("mkdir", "chmod", "mv"):
+            return partial(self._run_file_command, name, self._file_args(name, args))
         allowed = ", ".join(COMMANDS)
         raise _Refused(f"{name[:40]}: command not allowed on this gateway (allowed: {allowed})")
 
@@ -625,6 +630,44 @@ class SFAPIGateway(GatewayBook):
             return _refused(f"cat timed out after {_COMMAND_TIMEOUT:g} s")
         except OSError as exc:
             return _refused(f"cat could not run: {exc.strerror or exc}")
+        return _command_result(proc.returncode, _text(proc.stdout), _text(proc.stderr))
+
+    def _file_args(self, name: str, args: list[str]) -> list[str]:
+        """mkdir/chmod/mv arguments: the few options delivery uses, octal modes, confined
+        paths; anything else refused (the command never runs)."""
+        options: list[str] = []
+        rest = list(args)
+        if name == "chmod":
+            if not rest or not _OCTAL_MODE.match(rest[0]):
+                raise _Refused("chmod: give an octal mode first (e.g. 600)")
+            options, rest = [rest[0]], rest[1:]
+        while rest and rest[0].startswith("-"):
+            flag = rest.pop(0)
+            if name == "mkdir" and flag == "-p" or name == "mv" and flag == "-f":
+                options.append(flag)
+            elif name == "mkdir" and flag == "-m" and rest and _OCTAL_MODE.match(rest[0]):
+                options += [flag, rest.pop(0)]
+            else:
+                raise _Refused(f"{name}: option not allowed here: {flag[:40]!r}")
+        if not rest or (name == "mv" and len(rest) != 2):
+            raise _Refused(f"{name}: wrong number of paths")
+        for arg in rest:
+            try:
+                self.files.resolve(arg, for_write=True)
+            except OutsideRoots as exc:
+                raise _Refused(f"{name}: {exc}") from None
+        return [*options, "--", *rest]
+
+    def _run_file_command(self, name: str, args: list[str]) -> dict[str, Any]:
+        try:
+            proc = subprocess.run(
+                [name, *args], stdin=subprocess.DEVNULL, capture_output=True,
+                cwd=self.files.home, env=_COMMAND_ENV, timeout=_COMMAND_TIMEOUT, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return _refused(f"{name} timed out after {_COMMAND_TIMEOUT:g} s")
+        except OSError as exc:
+            return _refused(f"{name} could not run: {exc.strerror or exc}")
         return _command_result(proc.returncode, _text(proc.stdout), _text(proc.stderr))
 
     def _run_scancel(self, ids: list[str]) -> dict[str, Any]:

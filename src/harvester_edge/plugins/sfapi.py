@@ -10,7 +10,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from ..config import check
-from ..facilities.base import FacilityClient
+from ..facilities.base import FacilityClient, iso_epoch
 from ..facilities.sfapi import DEFAULT_API_URL, DEFAULT_TOKEN_URL, SFAPIClient, settings_from_config
 from .base import FacilityBinding
 from .monitor import EdgeMonitor
@@ -32,6 +32,9 @@ class SFAPIOptions(EdgeOptions):
     keyFile: str = ""
     #: after the facility refused the credential, no request is made for this long
     authRefusalBackoffSeconds: float = 60.0
+    #: when the Iris client expires (ISO date as Iris shows it, e.g. 2027-01-31T00:00:00Z):
+    #: the throttler and the credential manager warn before and stop after it
+    clientExpires: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -42,6 +45,11 @@ class SFAPIOptions(EdgeOptions):
                 url.startswith(("https://", "http://")), key, f"must be an http(s) URL, got {url!r}"
             )
         check(bool(self.keyFile), "keyFile", "is required (path to the Iris client key file)")
+        check(
+            not self.clientExpires or iso_epoch(self.clientExpires) is not None,
+            "clientExpires",
+            f"must be an ISO 8601 date, got {self.clientExpires!r}",
+        )
         check(
             self.authRefusalBackoffSeconds >= 0,
             "authRefusalBackoffSeconds",

@@ -11,7 +11,8 @@ and sets the queue's new workers to 0 when it answers True.  Reasons, in order:
 2. a planned outage is under way or starts within the next walltime (``walltimeLimit`` of
    the queue, or ``outageHorizonSeconds``);
 3. the credential is unusable (refused moments ago, unreadable key) or expires within
-   ``credentialMarginSeconds``;
+   ``credentialMarginSeconds``; likewise a pilot credential the credential manager
+   delivers for this queue (``credentials/facts.py``);
 4. ``maxConcurrentAllocations`` is reached (the level-3 book the monitor keeps);
 5. a facility submit limit (QOS) refused a job less than ``submitLimitHoldSeconds`` ago.
 
@@ -27,6 +28,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ..credentials.facts import for_queue as pilot_facts
 from ..edge import tags
 from ..edge.allocations import live_counts
 from ..edge.health import GATE, UNREADABLE
@@ -67,11 +69,18 @@ def _credential_reason(client: FacilityClient, margin: float, now: float) -> str
     cred = client.credential()
     if cred.problem:
         return f"{client.service}: credential {cred.identity or cred.kind}: {cred.problem}"
-    if cred.expires_at is not None and cred.expires_at - now < margin:
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(cred.expires_at))
-        verb = "expired" if cred.expires_at <= now else "expires"
-        return f"{client.service}: credential {cred.identity or cred.kind} {verb} {when}"
+    expiring = _expiry_text(cred.expires_at, margin, now)
+    if expiring:
+        return f"{client.service}: credential {cred.identity or cred.kind} {expiring}"
     return None
+
+
+def _expiry_text(expires_at: float | None, margin: float, now: float) -> str | None:
+    """'expired <date>' / 'expires <date>' when ``expires_at`` is within ``margin`` of now."""
+    if expires_at is None or expires_at - now >= margin:
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires_at))
+    return f"{'expired' if expires_at <= now else 'expires'} {when}"
 
 
 class EdgeThrottler(PluginBase):
@@ -130,6 +139,12 @@ class EdgeThrottler(PluginBase):
         unusable = _credential_reason(client, opts.credentialMarginSeconds, now)
         if unusable:
             return unusable
+        for pilot in pilot_facts(queue or opts.queueName):  # published by EdgeCredManager
+            if pilot.problem:
+                return f"{pilot.kind}: {pilot.problem}"
+            expiring = _expiry_text(pilot.expires_at, opts.credentialMarginSeconds, now)
+            if expiring:
+                return f"{pilot.kind} {pilot.identity} {expiring}"
         prefix = tags.queue_prefix(harvester_id(), queue or opts.queueName)
         cap = opts.maxConcurrentAllocations
         if cap > 0:
