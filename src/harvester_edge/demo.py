@@ -245,7 +245,10 @@ class FamilyRun:
                     job = w.ws.batchID or "-"
                     say(self.name, f"worker {w.ws.workerID} -> {status:<9} job {job} {diag[:90]}")
             victim = next(w for w in self.workers if w.role == "kill")
-            if not killed and victim.ws.status == WorkSpec.ST_running:
+            others_done = all(w.ws.status in FINAL for w in self.workers if w is not victim)
+            # killed once it runs (or, on a busy cluster, once the others are done: a
+            # pending job is killed just the same)
+            if not killed and (victim.ws.status == WorkSpec.ST_running or others_done):
                 result = self.plugin(queue, "sweeper").kill_workers([victim.ws])[0]
                 say(self.name, f"sweeper kill_workers(worker {victim.ws.workerID}): {result}")
                 killed = bool(result[0])
