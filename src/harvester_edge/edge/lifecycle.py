@@ -36,6 +36,8 @@ SUBMITTED_AT = "edgeSubmittedAt"
 LOOKUP_SINCE = "edgeLookupSince"
 MISSING_SINCE = "edgeMissingSince"
 PILOTS = "edgePilots"
+#: a task-based service: when the monitor first asked for a final worker's pilot summary
+SUMMARY_ASKED_AT = "edgeSummaryAskedAt"
 
 
 class Phase(enum.Enum):
