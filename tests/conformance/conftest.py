@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,13 +44,16 @@ import pytest
 from harvester_edge import testing
 from harvester_edge.edge import allocations, health, lifecycle, limits, watch
 from harvester_edge.edge.allocations import AllocationBook
-from harvester_edge.facilities import registry
+from harvester_edge.facilities import gc_functions, gc_http, registry
 from harvester_edge.facilities.base import Capabilities
+from harvester_edge.facilities.globus_compute import GCClient
 from harvester_edge.facilities.s3m import S3MClient
 from harvester_edge.harvester import WorkSpec
 from harvester_edge.plugins import monitor, submitter, throttler
+from harvester_edge.plugins.globus_compute import GCMonitor, GCSubmitter, GCSweeper
 from harvester_edge.plugins.s3m import S3MMonitor, S3MSubmitter, S3MSweeper
 from harvester_edge.plugins.throttler import EdgeThrottler
+from harvester_edge.testing_gc import GCDouble
 from harvester_edge.testing_s3m import S3MDouble
 
 from ._helpers import QUEUE
@@ -239,6 +243,74 @@ class S3MClientFamily(FakeFamily):
         return S3MSubmitter(**conf), S3MMonitor(**conf), S3MSweeper(**conf)
 
 
+class GCClientFamily(FakeFamily):
+    """The real Globus Compute client and plugins (``harvester_edge.plugins.globus_compute``)
+    over a GC double (``harvester_edge.testing_gc``) whose scheduler is a ``FakeFacility`` of
+    the ``tasks`` profile: globus-sdk sends every request to ``responses`` and
+    globus-compute-sdk packs and unpacks every task and result.  The confidential client's
+    secret is a file (mode 0600) under ``root``.  A status read is shared for 0 s here (the
+    suite changes the scheduler between calls)."""
+
+    module = "harvester_edge.plugins.globus_compute"
+    submitter_name = "GCSubmitter"
+    mode_name = "batch"
+
+    def __init__(self, root: Path, *, profile: str = "tasks") -> None:
+        self.double: GCDouble | None = None
+        super().__init__(root, profile=profile)
+        self.secret_file = self.gc.write_secret(root / "gc.secret")
+
+    @property
+    def gc(self) -> GCDouble:
+        assert self.double is not None
+        return self.double
+
+    @property
+    def capabilities(self) -> Any:
+        return GCClient.capabilities
+
+    def reconfigure(self, **facility_options: Any) -> testing.FakeFacility:
+        facility_options.setdefault("profile", self.profile)
+        self.facility = testing.FakeFacility(**facility_options)
+        if self.double is None:
+            self.double = GCDouble(self.facility).start()
+        self.double.facility = self.facility
+        return self.facility
+
+    def close(self) -> None:
+        if self.double is not None:
+            self.double.stop()
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.gc.secret, self.gc.token)
+
+    def options(self, **overrides: Any) -> dict[str, Any]:
+        conf = dict(BASE_OPTIONS)
+        conf.update(
+            self.gc.options(),
+            clientSecretFile=str(self.secret_file),
+            mode=self.mode_name,
+            statusShareSeconds=0,
+            submitGatherSeconds=0,
+            remoteWorkDir=str(self.root / "remote"),
+            accessPoint=str(self.root / "ap" / "${workerID}"),
+        )
+        if self.mode_name == "task":
+            conf["markerDir"] = str(self.root / "remote" / ".gc-tasks")
+        conf.update(overrides)
+        return conf
+
+    def plugins(self, **overrides: Any) -> tuple[GCSubmitter, GCMonitor, GCSweeper]:  # type: ignore[override]
+        conf = self.options(**overrides)
+        return GCSubmitter(**conf), GCMonitor(**conf), GCSweeper(**conf)
+
+
+class GCTaskFamily(GCClientFamily):
+    """The same in task mode: the pilot is the task, its block's job id read from markers."""
+
+    mode_name = "task"
+
+
 #: every family: one fake per capability profile of the real services (async submit like
 #: SFAPI, sync like S3M, idempotent submit like IRI v2, task-based queries like Globus
 #: Compute), and the real S3M client over its double
@@ -247,11 +319,17 @@ FAMILIES: dict[str, Callable[[Path], Any]] = {
     for profile in testing.PROFILES
 }
 FAMILIES["s3m-client"] = S3MClientFamily
+#: the Globus Compute families are work in progress (most of the suite does not pass yet):
+#: run them with HEDGE_CONFORMANCE_GC=1
+if os.environ.get("HEDGE_CONFORMANCE_GC") == "1":
+    FAMILIES["gc-batch-client"] = GCClientFamily
+    FAMILIES["gc-task-client"] = GCTaskFamily
 #: what each family's client declares (read without building the family)
 CAPABILITIES: dict[str, Capabilities] = {
     **{f"fake-{profile}": caps for profile, caps in testing.PROFILES.items()},
     "s3m-client": S3MClient.capabilities,
 }
+CAPABILITIES.update({name: GCClient.capabilities for name in FAMILIES if name.startswith("gc-")})
 
 
 def families_with(capability: str) -> list[str]:
@@ -269,6 +347,8 @@ DEFERRED_FAMILIES = families_with("deferred_queries")
 
 def _reset(monkeypatch: pytest.MonkeyPatch | None = None) -> None:
     registry.forget_clients()
+    gc_functions.forget_functions()
+    gc_http.forget_buckets()
     health.GATE.forget()
     limits.LIMITS.forget()
     watch.WATCH.forget()

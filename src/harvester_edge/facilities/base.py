@@ -218,9 +218,5 @@ class FacilityClient(abc.ABC):
         Only called when ``capabilities.files``."""
         return {}
 
-    def flush(self) -> None:  # noqa: B027 (optional hook: only task-based services gather)
-        """The plugin call is over: start what it gathered (a task-based service starts one
-        probe for all of the call's questions here, in one request).  Never raises."""
-
     def close(self) -> None:  # noqa: B027 (optional hook: most clients hold nothing)
         """Release connections (used by tests and the CLI)."""

@@ -24,6 +24,7 @@ from typing import Any
 import globus_sdk
 from globus_sdk.authorizers import GlobusAuthorizer
 from globus_sdk.scopes import ComputeScopes
+from globus_sdk.transport import RequestsTransport, RetryConfig
 
 from ..config import Secret
 from ..errors import EdgeAuthError, EdgeConfigError
@@ -107,8 +108,9 @@ class TokenFileAuthorizer(GlobusAuthorizer):
 class GCCredential:
     """The authorizer for one credential, made on first use; its facts without I/O."""
 
-    def __init__(self, settings: GCCredentialSettings) -> None:
+    def __init__(self, settings: GCCredentialSettings, *, http_timeout: float = 30.0) -> None:
         self.settings = settings
+        self.http_timeout = http_timeout
         self._lock = threading.Lock()
         self._auth: AuthorizerAuth | None = None
         self._problem: str | None = None
@@ -131,7 +133,7 @@ class GCCredential:
     def auth(self) -> AuthorizerAuth:
         with self._lock:
             if self._auth is None:
-                self._auth = _NotingAuth(self._authorizer(), self)
+                self._auth = _NotingAuth(_LazyAuthorizer(self._authorizer), self)
             return self._auth
 
     def _authorizer(self) -> GlobusAuthorizer:
@@ -141,7 +143,11 @@ class GCCredential:
         assert s.client_secret is not None
         secret = _reveal(s.client_secret, "globus client secret")
         client = globus_sdk.ConfidentialAppAuthClient(
-            s.client_id, secret, base_url=s.auth_url.rstrip("/")
+            s.client_id,
+            secret,
+            base_url=s.auth_url.rstrip("/"),
+            transport=RequestsTransport(http_timeout=self.http_timeout),
+            retry_config=RetryConfig(max_retries=0),  # one try per request; our policy retries
         )
         return globus_sdk.ClientCredentialsAuthorizer(client, ComputeScopes.all)
 
@@ -174,6 +180,38 @@ class GCCredential:
             last = getattr(auth.authorizer, "_last", "")
             identity = fingerprint(last) if last else identity
         return CredentialFacts(kind=s.kind, identity=identity, expires_at=expires, problem=problem)
+
+
+class _LazyAuthorizer(GlobusAuthorizer):
+    """Builds the real authorizer at the first header asked (globus-sdk's
+    ``ClientCredentialsAuthorizer`` fetches a token in its constructor: that is I/O, and its
+    errors must be mapped where a request is made, not when a client is built)."""
+
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self._real: GlobusAuthorizer | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> GlobusAuthorizer:
+        with self._lock:
+            if self._real is None:
+                self._real = self._make()
+            return self._real
+
+    @property
+    def expires_at(self) -> float | None:
+        raw = getattr(self._real, "expires_at", None)
+        return float(raw) if isinstance(raw, (int, float)) else None
+
+    @property
+    def _last(self) -> str:
+        return str(getattr(self._real, "_last", "") or "")
+
+    def get_authorization_header(self) -> str | None:
+        return self._get().get_authorization_header()
+
+    def handle_missing_authorization(self) -> bool:
+        return bool(self._real is not None and self._real.handle_missing_authorization())
 
 
 class _NotingAuth(AuthorizerAuth):

@@ -8,12 +8,12 @@ Batch mode (default): shell functions on the login node (the user endpoint's pro
 ``local``): ``submit`` runs ``sbatch`` (the script as data) and answers the task
 (``async_submit``); ``resolve`` reads the tasks' raw batch status (failed ones included) and
 sbatch's job id.  Questions are probes (``deferred_queries``): ``poll``, ``find`` and
-``read_texts`` gather what the plugin call wants; ``flush`` (the plugins call it at the end
-of each call) starts ONE probe task for all of it (one squeue, one sacct per kind, the
-summaries, markers) plus the gathered ``scancel`` tasks, in one submit request; the next
-call reads them with ONE batch-status request (the submit tasks being resolved share it)
-and answers from them, and that call's flush starts the next probe.  So monitoring costs two
-requests per cycle whatever the number of workers.
+``read_texts`` start ONE probe task for their question (one squeue, one sacct per kind, the
+summaries, the markers) and answer ``Deferred``; a later call reads every probe and cancel
+in flight with ONE batch-status request (shared with the submit tasks being resolved) and
+answers from it.  A question answered by a probe read this call (or within ``status_share``)
+costs nothing more; one in flight that covers it is waited for.  So monitoring any number
+of workers costs one request per cycle, starting and reading in turn.
 
 Task mode: the pilot runs as the GC task itself, on blocks of a user endpoint whose provider
 is Slurm (``userEndpointConfig``); probes and cancels run on the login node
@@ -87,8 +87,6 @@ class GCSettings:
     status_share: float = 5.0
     #: concurrent submits gathered this long into one submit request
     submit_gather: float = 0.05
-    #: questions not asked again for this long leave the probe
-    question_ttl: float = 1800.0
 
     def uec(self) -> dict[str, Any]:
         return dict(json.loads(self.user_endpoint_config))
@@ -149,18 +147,14 @@ class GCClient(FacilityClient):
             raise EdgeAPIError("globus compute task mode needs an absolute marker directory")
         self.settings = settings
         self.clock = clock
-        self.credential_ = GCCredential(settings.credential)
+        self.credential_ = GCCredential(settings.credential, http_timeout=settings.timeouts.read)
         self._lock = threading.RLock()
         self._service: GCService | None = None
         self._batches: Batches | None = None
-        self._wanted: dict[str, dict[str, float]] = {"ids": {}, "tags": {}, "files": {}}
-        self._gathered = False
-        self._waiting_since: float | None = None
-        self._inflight: _Probe | None = None
-        self._answer: _Answer | None = None
+        self._probes: dict[str, _Probe] = {}
+        self._answers: list[_Answer] = []
         self._statuses: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._cancels: dict[frozenset[str], _Probe | None] = {}
-        self._cancel_answers: dict[frozenset[str], dict[str, CancelOutcome]] = {}
+        self._cancels: dict[frozenset[str], _Probe] = {}
         self._submits: list[_Submit] = []
         self._leading = False
         self._pilot_tasks: dict[str, str] = {}  # task mode: tag -> pilot task id
@@ -273,10 +267,8 @@ class GCClient(FacilityClient):
         now = self.clock()
         share = self.settings.status_share
         with self._lock:
-            wanted = set(task_ids)
-            if self._inflight is not None:
-                wanted.add(self._inflight.task_id)
-            wanted.update(p.task_id for p in self._cancels.values() if p is not None)
+            wanted = set(task_ids) | set(self._probes)
+            wanted.update(p.task_id for p in self._cancels.values())
             cached = {t: self._statuses[t] for t in wanted if t in self._statuses}
         todo = [
             t for t in sorted(wanted)
@@ -321,17 +313,18 @@ class GCClient(FacilityClient):
         return out
 
     def _resolve_pilot(self, handle: str, kind: str) -> Resolution | None:
+        """Task mode: a pilot task resolves to its block's job id, read from its marker."""
         with self._lock:
             tag = self._tag_of_task.get(handle)
-            answer = self._answer
-        if tag is not None:
-            self._want("tags", [tag])
-        marker = answer.data.markers.get(tag) if answer is not None and tag else None
-        if marker is not None:
-            return Resolution(Resolution.DONE, job_id=marker[0])
-        if kind == "pending" and tag is not None:
+        if tag is None:
+            return None  # unknown here (a restart): the monitor looks the tag's marker up
+        if kind == "pending":
             return Resolution(Resolution.PENDING)
-        return None  # unknown here (restart) or ended unseen: the tag's marker is looked up
+        answer = self._ask(tags=[tag])
+        if isinstance(answer, Deferred):
+            return Resolution(Resolution.PENDING)
+        marker = answer.markers.get(tag)
+        return Resolution(Resolution.DONE, job_id=marker[0]) if marker else None
 
     def _forget_final(self, handles: Sequence[str], entries: Mapping[str, Any]) -> None:
         with self._lock:
@@ -341,109 +334,64 @@ class GCClient(FacilityClient):
                     self._statuses.pop(h, None)
 
     # questions (deferred probes) ----------------------------------------------------------
-    def _want(self, kind: str, items: Iterable[str]) -> None:
-        now = self.clock()
+    def _refresh(self) -> None:
+        """Read every probe in flight (one shared request); finished ones become answers."""
         with self._lock:
-            book = self._wanted[kind]
-            for item in items:
-                if item not in book:
-                    self._gathered = True
-                book[item] = now
-            if self._waiting_since is None and self._gathered:
-                self._waiting_since = lifecycle.now()
-
-    def _refresh(self) -> bool:
-        """Read the probe in flight (one shared request); True when it answered now."""
-        with self._lock:
-            probe = self._inflight
-        if probe is None:
-            return False
-        entry = self._read(()).get(probe.task_id)
-        if entry is None:
-            return False
-        kind, result, why = self.batches.outcome(entry)
-        if kind == "pending":
-            return False
-        with self._lock:
-            if self._inflight is probe:
-                self._inflight = None
-            self._statuses.pop(probe.task_id, None)
-        if kind == "failed":
-            log.warning(f"globus compute probe {probe.task_id} failed: {why}")
-            return False
-        try:
-            data = wire.parse_probe(_text(result, "stdout"))
-        except EdgeAPIError as exc:
-            log.warning(f"globus compute probe {probe.task_id}: {exc}")
-            return False
-        with self._lock:
-            self._answer = _Answer(probe, data, self.clock())
-            self._waiting_since = None
-            for path in probe.files:  # delivered: not asked again unless asked again
-                self._wanted["files"].pop(path, None)
-        return True
+            probes = list(self._probes.values())
+        if not probes:
+            return
+        entries = self._read(())
+        for probe in probes:
+            entry = entries.get(probe.task_id)
+            if entry is None:
+                continue
+            kind, result, why = self.batches.outcome(entry)
+            if kind == "pending":
+                continue
+            with self._lock:
+                self._probes.pop(probe.task_id, None)
+                self._statuses.pop(probe.task_id, None)
+            if kind == "failed":
+                log.warning(f"globus compute probe {probe.task_id} failed: {why}")
+                continue
+            try:
+                data = wire.parse_probe(_text(result, "stdout"))
+            except EdgeAPIError as exc:
+                log.warning(f"globus compute probe {probe.task_id}: {exc}")
+                continue
+            with self._lock:
+                self._answers.insert(0, _Answer(probe, data, self.clock()))
+                del self._answers[8:]
 
     def _ask(
         self, ids: Sequence[str] = (), tags: Sequence[str] = (), files: Sequence[str] = ()
     ) -> wire.ProbeAnswer | Deferred:
+        """Answer from a probe that finished (read in this call, or within
+        ``status_share``), else wait for one in flight that covers the question, else start
+        one for it now (one submit request); a probe is read on a later call."""
         wire.check_ids(ids)
         wire.check_tags(tags)
-        self._want("ids", ids)
-        self._want("tags", tags)
-        self._want("files", files)
-        answered = self._refresh()
+        asked = self.clock()
+        self._refresh()
+        share = self.settings.status_share
         with self._lock:
-            answer = self._answer
-            fresh = answer is not None and (
-                answered or self.clock() - answer.read_at <= self.settings.status_share
-            )
-            if answer is not None and fresh and answer.covers(ids, tags, files):
-                return answer.data
-            if self._inflight is not None:
-                return Deferred(probe=self._inflight.task_id, started=self._inflight.started)
-            self._gathered = True
-            since = self._waiting_since if self._waiting_since is not None else lifecycle.now()
-            self._waiting_since = since
-            return Deferred(probe="queued", started=since)
-
-    def flush(self) -> None:
-        """Start what the plugin call gathered: one probe (if none is in flight) and the
-        cancels, in ONE submit request.  Failures are logged: the questions stay gathered."""
-        now = self.clock()
-        ttl = self.settings.question_ttl
+            for answer in self._answers:
+                fresh = answer.read_at >= asked or asked - answer.read_at <= share
+                if fresh and answer.covers(ids, tags, files):
+                    return answer.data
+            for probe in self._probes.values():
+                if set(ids) <= probe.ids and set(tags) <= probe.tags and set(files) <= probe.files:
+                    return Deferred(probe=probe.task_id, started=probe.started)
+        marks = self.settings.marker_dir if self.settings.mode == "task" else ""
+        kwargs = wire.probe_kwargs(ids, tags, files, marks)
+        (task_id,) = self.batches.run(
+            [(wire.PROBE_NAME, kwargs)], self.settings.probe_uec(), idempotent=False,
+            deadline=self._deadline(),
+        )  # fmt: skip
+        probe = _Probe(task_id, lifecycle.now(), frozenset(ids), frozenset(tags), frozenset(files))
         with self._lock:
-            for book in self._wanted.values():
-                for key in [k for k, t in book.items() if now - t > ttl]:
-                    del book[key]
-            cancels = [k for k, p in self._cancels.items() if p is None]
-            probe = self._gathered and self._inflight is None
-            if not probe and not cancels:
-                return
-            ids = frozenset(self._wanted["ids"])
-            tags = frozenset(self._wanted["tags"])
-            files = frozenset(self._wanted["files"])
-            if self.settings.mode == "task":  # pilot tasks' tags: their markers and jobs
-                tags = tags | frozenset(t for t in self._pilot_tasks if wire.TAG.match(t))
-        calls: list[tuple[str, dict[str, str]]] = []
-        if probe:
-            marks = self.settings.marker_dir if self.settings.mode == "task" else ""
-            calls.append((wire.PROBE_NAME, wire.probe_kwargs(ids, tags, files, marks)))
-        calls += [(wire.SCANCEL_NAME, wire.scancel_kwargs(sorted(k))) for k in cancels]
-        try:
-            task_ids = self.batches.run(
-                calls, self.settings.probe_uec(), idempotent=False, deadline=self._deadline()
-            )
-        except EdgeAPIError as exc:
-            log.warning(f"globus compute: could not start probes: {exc}")
-            return
-        started = lifecycle.now()
-        with self._lock:
-            rest = list(task_ids)
-            if probe:
-                self._inflight = _Probe(rest.pop(0), started, ids, tags, files)
-                self._gathered = False
-            for key, task_id in zip(cancels, rest, strict=True):
-                self._cancels[key] = _Probe(task_id, started, key, frozenset(), frozenset())
+            self._probes[task_id] = probe
+        return Deferred(probe=task_id, started=probe.started)
 
     def poll(self, job_ids: Sequence[str]) -> dict[str, JobRecord] | Deferred:
         ids = [str(j) for j in job_ids]
@@ -543,15 +491,16 @@ class GCClient(FacilityClient):
             return out
         key = frozenset(ids)
         with self._lock:
-            done = self._cancel_answers.pop(key, None)
-            if done is not None:
-                return {**out, **done}
             probe = self._cancels.get(key)
-            if key not in self._cancels:
-                self._cancels[key] = None  # started by flush, with the cycle's probe
-                return Deferred(probe="queued", started=lifecycle.now())
         if probe is None:
-            return Deferred(probe="queued", started=lifecycle.now())
+            (task_id,) = self.batches.run(
+                [(wire.SCANCEL_NAME, wire.scancel_kwargs(sorted(ids)))],
+                self.settings.probe_uec(), idempotent=False, deadline=self._deadline(),
+            )  # fmt: skip
+            probe = _Probe(task_id, lifecycle.now(), key, frozenset(), frozenset())
+            with self._lock:
+                self._cancels[key] = probe
+            return Deferred(probe=task_id, started=probe.started)
         entry = self._read(()).get(probe.task_id)
         if entry is None:
             return Deferred(probe=probe.task_id, started=probe.started)

@@ -57,11 +57,3 @@ class EdgePlugin:
 
     def edge_client(self) -> FacilityClient:
         return self._edge.client()
-
-    def edge_flush(self) -> None:
-        """End of a plugin call: a task-based client starts what the call gathered (one
-        probe for all its questions).  Never changes the call's answers."""
-        try:
-            self.edge_client().flush()
-        except Exception as exc:  # noqa: BLE001 - logged; the questions stay gathered
-            LOG.warning(f"could not start the gathered probes: {type(exc).__name__}: {exc}")

@@ -111,7 +111,6 @@ class EdgeMonitor(EdgePlugin, PluginBase):
             self._check(client, workspec_list, answers)
         except Exception as exc:  # never abort the queue's update
             log.error(f"unexpected {type(exc).__name__}: {exc}")
-        self.edge_flush()
         default = (None, "could not check")
         return True, [answers.get(i, default) for i in range(len(workspec_list))]
 
@@ -460,8 +459,8 @@ class EdgeMonitor(EdgePlugin, PluginBase):
             if i in wanted and wanted[i] in texts:
                 ws.set_work_attributes({PILOTS: self._pilots(ws, texts[wanted[i]])})
             elif i in wanted and deferred and self._await_summary(ws):
-                # a task-based service reads files in its next probe: the final status
-                # waits for it (at most probeTimeoutSeconds), keeping the current one
+                # a task-based service reads files with a probe answered next cycle: the
+                # final status waits for it (at most probeTimeoutSeconds)
                 answers[i] = (
                     ws.status or WorkSpec.ST_submitted,
                     f"{verdict.status}: reading the pilots' summary, probe pending",

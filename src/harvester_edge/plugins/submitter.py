@@ -90,7 +90,6 @@ class EdgeSubmitter(EdgePlugin, PluginBase):
             log.error(f"unexpected {type(exc).__name__}: {exc}")
             message = f"internal error ({type(exc).__name__})"
             results = [r if r is not None else (None, message) for r in results]
-        self.edge_flush()
         return [r if r is not None else (None, "not submitted") for r in results]
 
     def _submit_all(self, workers: list[WorkSpec], results: list[Outcome | None], log: Any) -> None:

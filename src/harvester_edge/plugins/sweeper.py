@@ -49,7 +49,6 @@ class EdgeSweeper(EdgePlugin, BaseSweeper):
             self._kill(self.edge_client(), workspec_list, results)
         except Exception as exc:
             log.error(f"unexpected {type(exc).__name__}: {exc}")
-        self.edge_flush()
         return [
             results.get(i, (False, "could not kill; will retry")) for i in range(len(workspec_list))
         ]
