@@ -60,7 +60,7 @@ Answer = tuple[int, dict[str, str], str]
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Answer:
-    return status, dict(headers or {}), json.dumps(body)
+    return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body)
 
 
 def _network(exc: EdgeNetworkError) -> requests.RequestException:
@@ -83,7 +83,8 @@ def _fault_answer(exc: EdgeAPIError) -> Answer:
         raise _network(exc)
     status = exc.status or (401 if isinstance(exc, EdgeAuthError) else 400)
     headers = {"Retry-After": "0"} if status == 429 else {}
-    return _json(status, {"code": "FAULT", "error": str(exc)[:200]}, headers)
+    words = re.sub(r"^fake \w+: (?:HTTP \d+: )?", "", str(exc))[:200]
+    return _json(status, {"code": "FAULT", "message": words}, headers)
 
 
 class GCDouble:
@@ -210,7 +211,10 @@ class GCDouble:
             health = self.facility.health()
         except EdgeAPIError as exc:
             return _fault_answer(exc)
-        return _json(200, {"status": "online" if health.available else "offline"})
+        if health.available:
+            return _json(200, {"status": "online"})
+        reason = f"{health.state}: {health.message}".strip(": ")
+        return _json(200, {"status": "offline", "details": {"reason": reason}})
 
     def _submit(self, request: Any) -> Answer:
         body = json.loads(request.body)
@@ -244,24 +248,24 @@ class GCDouble:
             script = wire.unb64(kwargs["script"])
             m = _NAME.search(script)
             tag = m.group(1) if m else f"unnamed-{n}"
-            task_id = f"gc{n}-sbatch"
-            record = {"kind": name, "tag": tag, "handle": None}
-            with self._lock:
-                self.tasks[task_id] = record
+            record: dict[str, Any] = {"kind": name, "tag": tag, "handle": None}
             spec = JobSpec(tag=tag, script=script, work_dir=wire.unb64(kwargs["cwd"]),
                            nodes=1, walltime_s=0)  # fmt: skip
+            # the task id is the fake's own submit task's (tests read the fake's tasks by it)
+            before = set(fake.tasks)
             try:
-                record["handle"] = fake.submit(spec).handle
+                handle = str(fake.submit(spec).handle)
             except EdgeAPIError:
-                with fake._lock:  # created_then_*: the fake made its task before failing
-                    made = [t for t in fake.tasks.values() if t.tag == tag]
-                if made:
-                    record["handle"] = made[-1].task_id
-                else:
+                made = [t for t in list(fake.tasks) if t not in before]
+                if made:  # created_then_*: the fake made its task before failing
+                    record["handle"] = made[-1]
                     with self._lock:
-                        del self.tasks[task_id]
+                        self.tasks[made[-1]] = record
                 raise
-            return task_id
+            record["handle"] = handle
+            with self._lock:
+                self.tasks[handle] = record
+            return handle
         if name == wire.PROBE_NAME:
             ids = [i for i in wire.unb64(kwargs["ids"]).split(",") if i]
             tags = [t for t in wire.unb64(kwargs["names"]).split(",") if t]
@@ -365,6 +369,9 @@ class GCDouble:
             if isinstance(found, Deferred):
                 return pending
             records += [r for recs in found.values() for r in recs]
+        if not (record["ids"] or record["tags"] or record["files"]):  # the squeue listing
+            fake.live_tags("")  # the fake's "live" faults and count
+            records += [fake._record(j, accounting=False) for j in fake.live_jobs()]
         lines = []
         for r in records:
             exit_text = "" if r.exit_code is None else f"{r.exit_code}:{r.signal or 0}"

@@ -292,6 +292,7 @@ class GCClientFamily(FakeFamily):
             mode=self.mode_name,
             statusShareSeconds=0,
             submitGatherSeconds=0,
+            rateLimitSeconds=0.001,  # the rate bucket has its own tests
             remoteWorkDir=str(self.root / "remote"),
             accessPoint=str(self.root / "ap" / "${workerID}"),
         )

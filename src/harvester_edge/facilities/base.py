@@ -122,6 +122,12 @@ class Capabilities:
     files: bool = False
     #: ids or tags per bulk request
     max_ids_per_query: int = 500
+    #: the service announces planned outages (maintenance windows) with their times; Globus
+    #: Compute only says whether the endpoint is online
+    outages: bool = True
+    #: the credential's facts carry when it stops working (an S3M project token's planned
+    #: expiration); a Globus confidential client renews its tokens and never expires
+    credential_expiry: bool = True
 
 
 @dataclass(frozen=True)

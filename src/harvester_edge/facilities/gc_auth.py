@@ -234,4 +234,9 @@ class _NotingAuth(AuthorizerAuth):
     def _fail(self, exc: Exception) -> Any:
         if isinstance(exc, EdgeAuthError):
             return exc
+        status = getattr(exc, "http_status", None)
+        if isinstance(status, int) and status in (400, 401, 403):
+            return EdgeAuthError(
+                f"{self.kind} credential refused by Globus Auth (HTTP {status})", status=status
+            )
         return super()._fail(exc)

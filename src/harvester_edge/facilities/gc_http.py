@@ -132,7 +132,7 @@ def _service_words(exc: globus_sdk.GlobusAPIError) -> str:
 def network_error(what: str, exc: BaseException) -> EdgeNetworkError:
     """A ``globus_sdk.NetworkError`` (or a ``requests`` error) as ours: the cause decides
     whether the request may have reached the service."""
-    cause = getattr(exc, "exc", exc)
+    cause = getattr(exc, "underlying_exception", exc)
     if isinstance(cause, requests.RequestException):
         failure = _requests_failure(cause)
     elif isinstance(exc, globus_sdk.GlobusConnectionTimeoutError):
@@ -237,19 +237,24 @@ class GCService:
         )
 
     def _once(self, what: str, fn: Callable[[], T], refreshed: bool = False) -> T:
-        self.auth.headers()  # a token now (its errors mapped), before anything is sent
+        sent = self.auth.headers()  # a token now (its errors mapped), before anything is sent
         self.requests[what] += 1
         try:
             return fn()
         except globus_sdk.GlobusAPIError as exc:
             status = int(exc.http_status)
             if status in (401, 403):
-                if status == 401 and not refreshed and self.auth.refresh({}):
-                    return self._once(what, fn, refreshed=True)
-                raise EdgeAuthError(
+                if status == 401 and not refreshed and self.auth.refresh(sent):
+                    if self.auth.headers() != sent:  # one more try with a new token only
+                        return self._once(what, fn, refreshed=True)
+                refused = EdgeAuthError(
                     f"{what}: credential refused (HTTP {status}) {_service_words(exc)}".rstrip(),
                     status=status,
-                ) from None
+                )
+                note = getattr(self.auth, "credential", None)
+                if note is not None:
+                    note.note_refusal(str(refused))
+                raise refused from None
             if status == 429 or status >= 500:
                 retry_after = parse_retry_after(exc.headers.get("Retry-After"))
                 if status == 429:

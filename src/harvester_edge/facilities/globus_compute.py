@@ -138,6 +138,8 @@ class GCClient(FacilityClient):
         server_cancel=False,
         files=True,
         max_ids_per_query=10_000,
+        outages=False,  # an endpoint is online or not; no maintenance windows announced
+        credential_expiry=False,  # a confidential client renews its tokens itself
     )
 
     def __init__(self, settings: GCSettings, *, clock: Callable[[], float] = time.monotonic):
@@ -210,7 +212,10 @@ class GCClient(FacilityClient):
         state = str(data.get("status") or "unknown").lower()
         if state == "online":
             return Health(True, state)
-        return Health(False, state, f"endpoint {self.settings.endpoint_id} is {state}")
+        details = data.get("details")
+        said = details.get("reason") if isinstance(details, dict) else None
+        why = f": {' '.join(str(said).split())[:200]}" if said else ""
+        return Health(False, state, f"endpoint {self.settings.endpoint_id} is {state}{why}")
 
     # submit --------------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> SubmitReceipt:
@@ -262,13 +267,12 @@ class GCClient(FacilityClient):
 
     # task statuses -------------------------------------------------------------------------
     def _read(self, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Raw statuses of these tasks plus every probe and cancel in flight, with ONE
-        request per chunk; a status read within ``status_share`` (or final) is reused."""
+        """Raw statuses of these tasks, ONE request per chunk; a status read within
+        ``status_share`` (or final) is reused."""
         now = self.clock()
         share = self.settings.status_share
         with self._lock:
-            wanted = set(task_ids) | set(self._probes)
-            wanted.update(p.task_id for p in self._cancels.values())
+            wanted = set(task_ids)
             cached = {t: self._statuses[t] for t in wanted if t in self._statuses}
         todo = [
             t for t in sorted(wanted)
@@ -334,13 +338,12 @@ class GCClient(FacilityClient):
                     self._statuses.pop(h, None)
 
     # questions (deferred probes) ----------------------------------------------------------
-    def _refresh(self) -> None:
-        """Read every probe in flight (one shared request); finished ones become answers."""
-        with self._lock:
-            probes = list(self._probes.values())
+    def _refresh(self, probes: list[_Probe]) -> None:
+        """Read these probes (one request); finished ones become answers.  A probe is read
+        by the question it answers, so its answer is as fresh as that question's call."""
         if not probes:
             return
-        entries = self._read(())
+        entries = self._read([p.task_id for p in probes])
         for probe in probes:
             entry = entries.get(probe.task_id)
             if entry is None:
@@ -372,15 +375,20 @@ class GCClient(FacilityClient):
         wire.check_ids(ids)
         wire.check_tags(tags)
         asked = self.clock()
-        self._refresh()
         share = self.settings.status_share
+        with self._lock:
+            covering = [
+                p for p in self._probes.values()
+                if set(ids) <= p.ids and set(tags) <= p.tags and set(files) <= p.files
+            ]  # fmt: skip
+        self._refresh(covering)
         with self._lock:
             for answer in self._answers:
                 fresh = answer.read_at >= asked or asked - answer.read_at <= share
                 if fresh and answer.covers(ids, tags, files):
                     return answer.data
-            for probe in self._probes.values():
-                if set(ids) <= probe.ids and set(tags) <= probe.tags and set(files) <= probe.files:
+            for probe in covering:
+                if probe.task_id in self._probes:
                     return Deferred(probe=probe.task_id, started=probe.started)
         marks = self.settings.marker_dir if self.settings.mode == "task" else ""
         kwargs = wire.probe_kwargs(ids, tags, files, marks)
@@ -475,11 +483,17 @@ class GCClient(FacilityClient):
         return {p: answer.files[p] for p in paths if p in answer.files}
 
     def live_tags(self, prefix: str) -> list[str]:
-        answer = self._ask()
-        if isinstance(answer, Deferred):
-            why = "globus compute: live jobs not known yet (probe pending)"
-            raise EdgeAPIError(why, transient=True)
-        return [r.name for r in answer.live.values() if r.name.startswith(prefix)]
+        """The user's live jobs named with ``prefix``: a probe's squeue listing.  Asked once
+        per queue after a restart, so this one waits for its probe (within the deadline)."""
+        deadline = time.monotonic() + min(self._deadline(), 20.0)
+        while True:
+            answer = self._ask()
+            if not isinstance(answer, Deferred):
+                return [r.name for r in answer.live.values() if r.name.startswith(prefix)]
+            if time.monotonic() + 0.2 >= deadline:
+                why = f"globus compute: live jobs not known yet (probe {answer.probe} pending)"
+                raise EdgeAPIError(why, transient=True)
+            time.sleep(0.2)
 
     # cancel --------------------------------------------------------------------------------
     def cancel(self, job_ids: Sequence[str]) -> dict[str, CancelOutcome] | Deferred:
@@ -501,7 +515,7 @@ class GCClient(FacilityClient):
             with self._lock:
                 self._cancels[key] = probe
             return Deferred(probe=task_id, started=probe.started)
-        entry = self._read(()).get(probe.task_id)
+        entry = self._read([probe.task_id]).get(probe.task_id)
         if entry is None:
             return Deferred(probe=probe.task_id, started=probe.started)
         kind, result, why = self.batches.outcome(entry)
