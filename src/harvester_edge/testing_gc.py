@@ -219,22 +219,30 @@ class GCDouble:
     def _submit(self, request: Any) -> Answer:
         body = json.loads(request.body)
         out: dict[str, list[str]] = {}
-        error: Answer | None = None
-        for fid, payloads in (body.get("tasks") or {}).items():
-            name = self.functions.get(fid)
-            if name is None:
-                return _json(404, {"code": "FUNCTION_NOT_FOUND", "error": fid})
-            for payload in payloads:
-                _, ser_kwargs = self._serde.unpack_buffers(payload)
-                kwargs = self._serde.deserialize(ser_kwargs)
-                try:
-                    task_id = self._start(name, kwargs)
-                except EdgeAPIError as exc:
-                    error = error or _fault_answer(exc)
-                    continue
-                out.setdefault(fid, []).append(task_id)
-        if error is not None:
-            return error
+        failure: EdgeAPIError | None = None
+        hang = self.facility.hang_seconds
+        try:
+            for fid, payloads in (body.get("tasks") or {}).items():
+                name = self.functions.get(fid)
+                if name is None:
+                    return _json(404, {"code": "FUNCTION_NOT_FOUND", "error": fid})
+                for payload in payloads:
+                    # every task of the request meets its own scripted fault (one fake
+                    # operation each); the request itself hangs once
+                    _, ser_kwargs = self._serde.unpack_buffers(payload)
+                    kwargs = self._serde.deserialize(ser_kwargs)
+                    try:
+                        task_id = self._start(name, kwargs)
+                    except EdgeAPIError as exc:
+                        if isinstance(exc, EdgeNetworkError):
+                            self.facility.hang_seconds = 0.0
+                        failure = failure or exc
+                        continue
+                    out.setdefault(fid, []).append(task_id)
+        finally:
+            self.facility.hang_seconds = hang
+        if failure is not None:
+            return _fault_answer(failure)
         return _json(
             200,
             {"request_id": str(uuid.uuid4()), "task_group_id": str(uuid.uuid4()),

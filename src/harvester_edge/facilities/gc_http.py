@@ -31,7 +31,7 @@ import globus_sdk
 import requests
 from globus_sdk.transport import RequestsTransport, RetryConfig
 
-from ..edge.retry import RetryPolicy, Timeouts, call_with_retry, parse_retry_after
+from ..edge.retry import RetryPolicy, Timeouts, is_retryable, parse_retry_after
 from ..errors import EdgeAPIError, EdgeAuthError, EdgeNetworkError
 from .auth import AuthorizerAuth
 from .transport import SendFailure, StatusError, _requests_failure
@@ -228,13 +228,25 @@ class GCService:
             self.bucket.acquire(max(0.0, left - 0.05))
             return self._once(what, fn)
 
-        return call_with_retry(
-            attempt,
-            policy,
-            idempotent=idempotent,
-            retry_after_of=lambda e: getattr(e, "retry_after", None),
-            started=started,
-        )
+        def silent(exc: BaseException) -> bool:
+            return isinstance(exc, EdgeNetworkError) and exc.silent and exc.maybe_sent
+
+        attempt_no = 0
+        while True:
+            attempt_no += 1
+            try:
+                return attempt()
+            except EdgeAPIError as exc:
+                # a request not answered in time is never sent again (the service is silent:
+                # the plugin call's budget stops asking); others follow the policy's checks
+                if silent(exc) or attempt_no >= policy.attempts:
+                    raise
+                if not is_retryable(exc, idempotent=idempotent):
+                    raise
+                wait = policy.delay(attempt_no, getattr(exc, "retry_after", None))
+                if time.monotonic() - started + wait >= policy.deadline:
+                    raise
+                time.sleep(wait)
 
     def _once(self, what: str, fn: Callable[[], T], refreshed: bool = False) -> T:
         sent = self.auth.headers()  # a token now (its errors mapped), before anything is sent

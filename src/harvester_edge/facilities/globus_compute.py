@@ -282,6 +282,9 @@ class GCClient(FacilityClient):
         for part in chunks(todo, _STATUS_CHUNK):
             fresh.update(self.batches.statuses(part, self._deadline()))
         with self._lock:
+            for t in todo:  # asked and not answered: unknown to the service now
+                if t not in fresh:
+                    self._statuses.pop(t, None)
             for t, entry in fresh.items():
                 self._statuses[t] = (now, entry)
             return {t: self._statuses[t][1] for t in wanted if t in self._statuses}
@@ -376,18 +379,22 @@ class GCClient(FacilityClient):
         wire.check_tags(tags)
         asked = self.clock()
         share = self.settings.status_share
+        key = (frozenset(ids), frozenset(tags), frozenset(files))
         with self._lock:
             covering = [
                 p for p in self._probes.values()
                 if set(ids) <= p.ids and set(tags) <= p.tags and set(files) <= p.files
             ]  # fmt: skip
-        self._refresh(covering)
+            exact = [p for p in covering if (p.ids, p.tags, p.files) == key]
+        # the probe started for this very question first: a wider one (read now) may be
+        # another question's, which then reads it itself
+        self._refresh(exact or covering)
         with self._lock:
             for answer in self._answers:
                 fresh = answer.read_at >= asked or asked - answer.read_at <= share
                 if fresh and answer.covers(ids, tags, files):
                     return answer.data
-            for probe in covering:
+            for probe in exact or covering:
                 if probe.task_id in self._probes:
                     return Deferred(probe=probe.task_id, started=probe.started)
         marks = self.settings.marker_dir if self.settings.mode == "task" else ""
