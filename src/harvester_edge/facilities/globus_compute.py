@@ -302,7 +302,8 @@ class GCClient(FacilityClient):
                 continue  # unknown to the service: the monitor looks the tag up
             kind, result, why = self.batches.outcome(entry)
             if self.settings.mode == "task":
-                res = self._resolve_pilot(handle, kind)
+                waiting = str(entry.get("status") or "").lower() in _WAITING
+                res = self._resolve_pilot(handle, "pending" if waiting else "started")
                 if res is not None:
                     out[handle] = res
                 continue
@@ -320,7 +321,8 @@ class GCClient(FacilityClient):
         return out
 
     def _resolve_pilot(self, handle: str, kind: str) -> Resolution | None:
-        """Task mode: a pilot task resolves to its block's job id, read from its marker."""
+        """Task mode: a pilot task resolves to its block's job id, read from its marker
+        (``kind`` "pending": the task waits for a block; else it runs or has ended)."""
         with self._lock:
             tag = self._tag_of_task.get(handle)
         if tag is None:
