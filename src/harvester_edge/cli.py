@@ -2,7 +2,8 @@
 
 harvester-edge demo            full local demo: real Slurm + loopback SFAPI, no account
 harvester-edge cluster start   the local multi-node Slurm test cluster (root)
-harvester-edge gateway ...     run a loopback SFAPI gateway (its options: gateway --help)
+harvester-edge gateway ...     run a loopback SFAPI gateway (its options: gateway --help);
+                               --family gc: the loopback Globus Compute service
 harvester-edge check-config F  load a queue config like Harvester, build our plugins (no I/O)
 harvester-edge render F QUEUE  print the batch script a queue would submit
 """
@@ -413,9 +414,17 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
+    # --family picks the gateway (default SFAPI); every other argument is the gateway's own
+    picker = argparse.ArgumentParser(add_help=False)
+    picker.add_argument("--family", choices=("sfapi", "gc"), default="sfapi")
+    chosen, rest = picker.parse_known_args(list(args.gateway_args))
+    if chosen.family == "gc":
+        from .localsite import gc_service
+
+        return int(gc_service.main(rest) or 0)
     from .localsite import sfapi_gateway
 
-    return int(sfapi_gateway.main(list(args.gateway_args)) or 0)
+    return int(sfapi_gateway.main(rest) or 0)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
