@@ -172,7 +172,7 @@ class GCCredential:
         expires: float | None = None
         with self._lock:
             auth = self._auth
-        if auth is not None:
+        if auth is not None and s.token is not None:  # a confidential client renews itself
             raw = getattr(auth.authorizer, "expires_at", None)
             expires = float(raw) if isinstance(raw, (int, float)) else None
         identity = self.identity
