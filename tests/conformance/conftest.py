@@ -293,6 +293,9 @@ class GCClientFamily(FakeFamily):
             statusShareSeconds=0,
             submitGatherSeconds=0,
             rateLimitSeconds=0.001,  # the rate bucket has its own tests
+            # the suite counts one probe per question and call (started, then read): the
+            # next cycle's probe started at once is the acceptance tests' and benchmark's
+            prefetchProbes=False,
             remoteWorkDir=str(self.root / "remote"),
             accessPoint=str(self.root / "ap" / "${workerID}"),
         )

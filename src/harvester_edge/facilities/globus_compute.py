@@ -87,6 +87,11 @@ class GCSettings:
     status_share: float = 5.0
     #: concurrent submits gathered this long into one submit request
     submit_gather: float = 0.05
+    #: a status probe read now starts the next one for the same workers (answered every
+    #: cycle: two requests per cycle); off: a probe is started, then read, cycle by cycle
+    prefetch: bool = True
+    #: a probe nobody asked about for this long is forgotten (epoch seconds)
+    probe_ttl: float = 3600.0
 
     def uec(self) -> dict[str, Any]:
         return dict(json.loads(self.user_endpoint_config))
@@ -382,23 +387,48 @@ class GCClient(FacilityClient):
         asked = self.clock()
         share = self.settings.status_share
         key = (frozenset(ids), frozenset(tags), frozenset(files))
+        polling = bool(ids) and not tags and not files
         with self._lock:
+            self._prune(lifecycle.now())
             covering = [
                 p for p in self._probes.values()
                 if set(ids) <= p.ids and set(tags) <= p.tags and set(files) <= p.files
             ]  # fmt: skip
             exact = [p for p in covering if (p.ids, p.tags, p.files) == key]
+            if not covering and polling and self.settings.prefetch:
+                # a prefetched status probe lists every live job: it may answer a worker set
+                # that changed since (new workers' jobs are live); checked by ``covers``
+                covering = [p for p in self._probes.values() if p.ids and not (p.tags or p.files)]
         # the probe started for this very question first: a wider one (read now) may be
         # another question's, which then reads it itself
         self._refresh(exact or covering)
         with self._lock:
+            found = None
             for answer in self._answers:
                 fresh = answer.read_at >= asked or asked - answer.read_at <= share
                 if fresh and answer.covers(ids, tags, files):
-                    return answer.data
+                    found = answer
+                    break
+            start_next = (
+                found is not None and found.read_at >= asked and polling
+                and self.settings.prefetch
+                and not any((p.ids, p.tags, p.files) == key for p in self._probes.values())
+            )  # fmt: skip
+        if found is not None:
+            if start_next:  # next cycle's answer, started now: read then, not waited for
+                try:
+                    self._start_probe(ids, tags, files)
+                except EdgeAPIError as exc:
+                    log.info(f"globus compute: next status probe not started: {exc}")
+            return found.data
+        with self._lock:
             for probe in exact or covering:
                 if probe.task_id in self._probes:
                     return Deferred(probe=probe.task_id, started=probe.started)
+        probe = self._start_probe(ids, tags, files)
+        return Deferred(probe=probe.task_id, started=probe.started)
+
+    def _start_probe(self, ids: Sequence[str], tags: Sequence[str], files: Sequence[str]) -> _Probe:
         marks = self.settings.marker_dir if self.settings.mode == "task" else ""
         kwargs = wire.probe_kwargs(ids, tags, files, marks)
         (task_id,) = self.batches.run(
@@ -408,7 +438,16 @@ class GCClient(FacilityClient):
         probe = _Probe(task_id, lifecycle.now(), frozenset(ids), frozenset(tags), frozenset(files))
         with self._lock:
             self._probes[task_id] = probe
-        return Deferred(probe=task_id, started=probe.started)
+        return probe
+
+    def _prune(self, now: float) -> None:
+        """Forget probes nobody read for ``probe_ttl`` (a question that went away); call
+        with the lock held."""
+        for task_id in [
+            t for t, p in self._probes.items() if now - p.started > self.settings.probe_ttl
+        ]:
+            del self._probes[task_id]
+            self._statuses.pop(task_id, None)
 
     def poll(self, job_ids: Sequence[str]) -> dict[str, JobRecord] | Deferred:
         ids = [str(j) for j in job_ids]

@@ -58,6 +58,9 @@ class GCOptions(EdgeOptions):
     #: a task status read this recently answers again without a request
     statusShareSeconds: float = 5.0
     submitGatherSeconds: float = 0.05
+    #: a status probe read starts the next one at once: every cycle answers (2 requests per
+    #: cycle); false: start and read alternate (1 request per cycle, an answer every other)
+    prefetchProbes: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -112,6 +115,8 @@ def settings_of(o: GCOptions) -> GCSettings:
         rate=(o.rateLimitRequests, o.rateLimitSeconds),
         status_share=o.statusShareSeconds,
         submit_gather=o.submitGatherSeconds,
+        prefetch=o.prefetchProbes,
+        probe_ttl=max(3600.0, 2 * o.probeTimeoutSeconds),
     )
 
 
