@@ -336,6 +336,9 @@ class GCDouble:
                 return pending
             if res.state == res.ERROR:
                 text = res.error if "sbatch:" in res.error else f"sbatch: error: {res.error}"
+                if kind == wire.PILOT_NAME:  # the provider got no block: a task failure
+                    return {"task_id": task_id, "status": "failed", "completion_t": "0",
+                            "exception": f"Traceback ...\nSubmitException: {text}"}  # fmt: skip
                 return self._done(task_id, "", text + "\n", 1)
             if kind == wire.SBATCH_NAME:
                 return self._done(task_id, f"{res.job_id}\n")

@@ -128,6 +128,10 @@ class Capabilities:
     #: the credential's facts carry when it stops working (an S3M project token's planned
     #: expiration); a Globus confidential client renews its tokens and never expires
     credential_expiry: bool = True
+    #: the pilot runs as the service's task (Globus Compute task mode): its job is the
+    #: endpoint's block, named by the endpoint, not by the worker's tag; the pilot itself
+    #: records the block's job id and its own return code, which the client reads
+    pilot_is_task: bool = False
 
 
 @dataclass(frozen=True)

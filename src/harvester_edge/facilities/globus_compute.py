@@ -31,6 +31,7 @@ submit request; a submit that may have been sent (5xx, timeout, reset) is never 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -152,6 +153,7 @@ class GCClient(FacilityClient):
             raise EdgeAPIError(f"globus compute: unknown mode {settings.mode!r}")
         if settings.mode == "task" and not settings.marker_dir.startswith("/"):
             raise EdgeAPIError("globus compute task mode needs an absolute marker directory")
+        self.capabilities = capabilities_of(settings.mode)  # type: ignore[misc]
         self.settings = settings
         self.clock = clock
         self.credential_ = GCCredential(settings.credential, http_timeout=settings.timeouts.read)
@@ -307,8 +309,7 @@ class GCClient(FacilityClient):
                 continue  # unknown to the service: the monitor looks the tag up
             kind, result, why = self.batches.outcome(entry)
             if self.settings.mode == "task":
-                waiting = str(entry.get("status") or "").lower() in _WAITING
-                res = self._resolve_pilot(handle, "pending" if waiting else "started")
+                res = self._resolve_pilot(handle, entry, kind, result, why)
                 if res is not None:
                     out[handle] = res
                 continue
@@ -325,20 +326,25 @@ class GCClient(FacilityClient):
         self._forget_final(handles, entries)
         return out
 
-    def _resolve_pilot(self, handle: str, kind: str) -> Resolution | None:
-        """Task mode: a pilot task resolves to its block's job id, read from its marker
-        (``kind`` "pending": the task waits for a block; else it runs or has ended)."""
+    def _resolve_pilot(
+        self, handle: str, entry: Mapping[str, Any], kind: str, result: Any, why: str
+    ) -> Resolution | None:
+        """Task mode: a pilot task waiting for a block is pending; one whose marker a probe
+        has read resolves to its block's job id; one that failed as a task (no shell result)
+        without a marker never ran (the provider got no block): its error, as a refused
+        submit's.  Else (running, or ended with a result) the monitor looks its tag's marker
+        up (``find``), read on a later call."""
+        if str(entry.get("status") or "").lower() in _WAITING:
+            return Resolution(Resolution.PENDING)
         with self._lock:
             tag = self._tag_of_task.get(handle)
-        if tag is None:
-            return None  # unknown here (a restart): the monitor looks the tag's marker up
-        if kind == "pending":
-            return Resolution(Resolution.PENDING)
-        answer = self._ask(tags=[tag])
-        if isinstance(answer, Deferred):
-            return Resolution(Resolution.PENDING)
-        marker = answer.markers.get(tag)
-        return Resolution(Resolution.DONE, job_id=marker[0]) if marker else None
+            answers = list(self._answers)
+        marker = next((a.data.markers[tag] for a in answers if tag in a.data.markers), None)
+        if marker is not None:
+            return Resolution(Resolution.DONE, job_id=marker[0])
+        if kind == "failed":
+            return Resolution(Resolution.ERROR, error=why or "pilot task failed before it ran")
+        return Resolution(Resolution.DONE)  # no job id: looked up by its tag's marker
 
     def _forget_final(self, handles: Sequence[str], entries: Mapping[str, Any]) -> None:
         with self._lock:
@@ -467,14 +473,16 @@ class GCClient(FacilityClient):
         answer = self._ask(tags=list(tags))
         if isinstance(answer, Deferred):
             return answer
+        found = answer.by_name(tags)
         if self.settings.mode == "batch":
-            return answer.by_name(tags)
-        found: dict[str, list[JobRecord]] = {}
-        for tag in tags:
+            return found
+        for tag in tags:  # task mode: the block a pilot task ran on, from its marker
             marker = answer.markers.get(tag)
-            if marker is not None:
+            if marker is not None and all(r.job_id != marker[0] for r in found.get(tag, [])):
                 rec = self._task_records(answer, [marker[0]]).get(marker[0])
-                found[tag] = [rec or JobRecord(marker[0], JobState.ACTIVE, name=tag)]
+                found.setdefault(tag, []).append(
+                    rec or JobRecord(marker[0], JobState.ACTIVE, name=tag)
+                )
         return found
 
     def _task_records(self, answer: wire.ProbeAnswer, ids: Sequence[str]) -> dict[str, JobRecord]:
@@ -503,8 +511,9 @@ class GCClient(FacilityClient):
         self, job_id: str, tag: str, rec: JobRecord | None, rc: int | None, entry: Any
     ) -> JobRecord | None:
         named = (lambda r: JobRecord(**{**r.__dict__, "name": tag})) if rec else None
-        if rec is not None and rec.state.is_final and rec.state is not JobState.COMPLETED:
-            return named(rec) if named else None  # the block died under the task: Slurm's word
+        if rec is not None and rec.state.is_final and named is not None:
+            if rec.state is not JobState.COMPLETED or rc in (None, 0):
+                return named(rec)  # the block's end (killed, timed out...): Slurm's word
         if rc is not None:
             state = JobState.COMPLETED if rc == 0 else JobState.FAILED
             return JobRecord(
@@ -584,6 +593,13 @@ class GCClient(FacilityClient):
             "status": "ok" if code == 0 else "error",
         }
         return {**out, **parse_scancel(ids, text)}
+
+
+def capabilities_of(mode: str) -> Capabilities:
+    """The client's capabilities in ``mode`` (task mode: the pilot is the task)."""
+    if mode != "task":
+        return GCClient.capabilities
+    return dataclasses.replace(GCClient.capabilities, pilot_is_task=True)
 
 
 def _returncode(result: Any) -> int:
