@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "serviceUrl": svc.url, "authUrl": svc.auth_url, "clientId": svc.client_id,
         "clientSecretFile": str(secret), "userEndpointConfig": {"provider": "local"},
         "remoteWorkDir": str(root / "work" / "${workerID}"), "readTimeout": 60,
-        "callDeadline": 60, "statusShareSeconds": 0, "readPilotSummary": False,
+        "callDeadline": 60, "statusShareSeconds": 1.0, "readPilotSummary": False,
     }  # fmt: skip
     created: list[str] = []
     figures: dict[str, Any] = {"workers": args.workers, "cycles": args.cycles}

@@ -162,6 +162,8 @@ class GCClient(FacilityClient):
         self._batches: Batches | None = None
         self._probes: dict[str, _Probe] = {}
         self._answers: list[_Answer] = []
+        #: summaries to read with the next prefetched status probe
+        self._later_files: set[str] = set()
         self._statuses: dict[str, tuple[float, dict[str, Any]]] = {}
         self._cancels: dict[frozenset[str], _Probe] = {}
         self._submits: list[_Submit] = []
@@ -279,12 +281,17 @@ class GCClient(FacilityClient):
         now = self.clock()
         share = self.settings.status_share
         with self._lock:
-            wanted = set(task_ids)
+            asked = set(task_ids)
+            wanted = set(asked)
+            if share > 0:  # one request reads every probe and cancel in flight, reused
+                wanted |= set(self._probes) | {p.task_id for p in self._cancels.values()}
             cached = {t: self._statuses[t] for t in wanted if t in self._statuses}
         todo = [
             t for t in sorted(wanted)
             if t not in cached or (now - cached[t][0] > share and not self._final(cached[t][1]))
         ]  # fmt: skip
+        if not any(t in asked for t in todo):
+            todo = []  # what was asked is known: the others wait for their own question
         fresh: dict[str, dict[str, Any]] = {}
         for part in chunks(todo, _STATUS_CHUNK):
             fresh.update(self.batches.statuses(part, self._deadline()))
@@ -422,8 +429,10 @@ class GCClient(FacilityClient):
             )  # fmt: skip
         if found is not None:
             if start_next:  # next cycle's answer, started now: read then, not waited for
+                with self._lock:
+                    later, self._later_files = sorted(self._later_files), set()
                 try:
-                    self._start_probe(ids, tags, files)
+                    self._start_probe(ids, tags, files, also_files=later)
                 except EdgeAPIError as exc:
                     log.info(f"globus compute: next status probe not started: {exc}")
             return found.data
@@ -434,17 +443,32 @@ class GCClient(FacilityClient):
         probe = self._start_probe(ids, tags, files)
         return Deferred(probe=probe.task_id, started=probe.started)
 
-    def _start_probe(self, ids: Sequence[str], tags: Sequence[str], files: Sequence[str]) -> _Probe:
+    def _start_probe(
+        self,
+        ids: Sequence[str],
+        tags: Sequence[str],
+        files: Sequence[str],
+        also_files: Sequence[str] = (),
+    ) -> _Probe:
+        """Start a probe for this question (and, in the same submit request, one for
+        ``also_files``: summaries asked while status probes are prefetched)."""
         marks = self.settings.marker_dir if self.settings.mode == "task" else ""
-        kwargs = wire.probe_kwargs(ids, tags, files, marks)
-        (task_id,) = self.batches.run(
-            [(wire.PROBE_NAME, kwargs)], self.settings.probe_uec(), idempotent=False,
-            deadline=self._deadline(),
-        )  # fmt: skip
-        probe = _Probe(task_id, lifecycle.now(), frozenset(ids), frozenset(tags), frozenset(files))
+        questions = [(tuple(ids), tuple(tags), tuple(files))]
+        if also_files:
+            questions.append(((), (), tuple(also_files)))
+        calls = [(wire.PROBE_NAME, wire.probe_kwargs(i, t, f, marks)) for i, t, f in questions]
+        task_ids = self.batches.run(
+            calls, self.settings.probe_uec(), idempotent=False, deadline=self._deadline()
+        )
+        started = lifecycle.now()
+        probes = [
+            _Probe(task_id, started, frozenset(i), frozenset(t), frozenset(f))
+            for task_id, (i, t, f) in zip(task_ids, questions, strict=True)
+        ]
         with self._lock:
-            self._probes[task_id] = probe
-        return probe
+            for probe in probes:
+                self._probes[probe.task_id] = probe
+        return probes[0]
 
     def _prune(self, now: float) -> None:
         """Forget probes nobody read for ``probe_ttl`` (a question that went away); call
@@ -534,7 +558,22 @@ class GCClient(FacilityClient):
         return named(rec) if named and rec is not None else None
 
     def read_texts(self, paths: Sequence[str]) -> dict[str, str | None]:
-        answer = self._ask(files=list(paths))
+        """Summaries read by a probe task (absent: not read yet).  With prefetched status
+        probes, files first asked ride along with the next status probe's submit (no
+        request of their own); asked again before that, they get a probe now."""
+        wanted = set(paths)
+        if self.settings.prefetch:
+            with self._lock:
+                known = any(wanted <= a.probe.files for a in self._answers) or any(
+                    wanted <= p.files for p in self._probes.values()
+                )
+                fresh = wanted - self._later_files
+                if fresh and not known:
+                    self._later_files |= fresh
+                    return {}
+                if not known:
+                    self._later_files -= wanted
+        answer = self._ask(files=sorted(wanted))
         if isinstance(answer, Deferred):
             return {}
         return {p: answer.files[p] for p in paths if p in answer.files}
