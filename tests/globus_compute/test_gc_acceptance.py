@@ -205,3 +205,30 @@ def test_task_mode_killing_the_block_cancels_the_worker(site: GCSite) -> None:
     run_until(monitor, [ws], all_final, timeout=120)
     assert ws.status == WorkSpec.ST_cancelled, ws.errorDiag
     assert ws.errorCode == ErrorCode.CANCELLED
+
+
+def test_task_mode_a_failing_pilot_fails_with_its_return_code(site: GCSite) -> None:
+    submitter, monitor, _ = site.task_plugins()
+    ws = site.worker("sleep 1; exit 3")
+    assert submit(submitter, [ws])[0][0] is True
+    run_until(monitor, [ws], all_final, timeout=120)
+    assert ws.status == WorkSpec.ST_failed, ws.errorDiag
+    assert ws.nativeExitCode == 3 and "3" in ws.errorDiag, ws.errorDiag
+
+
+def test_a_429_burst_is_waited_out_and_fails_nothing(site: GCSite) -> None:
+    submitter, monitor, _ = site.plugins(retryAttempts=4, retryBackoff=0.2)
+    site.gateway.knobs.update(burst_429=3, retry_after=1)
+    workers = [site.worker("sleep 1") for _ in range(2)]
+    results = submit(submitter, workers)
+    assert all(ok is not False for ok, _ in results), results  # True, or None: not now
+    retry = [ws for ws, (ok, _) in zip(workers, results, strict=True) if ok is None]
+    if retry:
+        assert all(r[0] is True for r in submit(submitter, retry))
+    run_until(monitor, workers, all_final)
+    assert {w.status for w in workers} == {WorkSpec.ST_finished}, [
+        (w.status, w.errorDiag) for w in workers
+    ]
+    assert site.gateway.counters.get("throttled", 0) >= 3
+    for ws in workers:
+        assert len(site.jobs_named(tag(ws))) == 1

@@ -141,6 +141,11 @@ def test_probe_output_read() -> None:
     assert info.value.transient
     with pytest.raises(EdgeAPIError):
         wire.parse_probe("E|squeue|1|slurm_load_jobs error\nEND\n")
+    no_db = wire.parse_probe("Q|1|a|RUNNING||\nE|sacct|1|Unable to connect to database\nEND\n")
+    assert no_db.live["1"].name == "a"
+    with pytest.raises(EdgeAPIError) as info:  # "could not ask" is not "seen nowhere"
+        no_db.check_accounting()
+    assert info.value.transient and "database" in str(info.value)
 
 
 # credentials and options ------------------------------------------------------------------

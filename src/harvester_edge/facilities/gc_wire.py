@@ -160,6 +160,13 @@ class ProbeAnswer:
     markers: dict[str, tuple[str, int | None]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
+    def check_accounting(self) -> None:
+        """Raise (transient) when the probe's ``sacct`` failed: a job absent from the live
+        listing then could not be asked about, which is not "seen nowhere"."""
+        failed = [e for e in self.errors if e.startswith("sacct|")]
+        if failed:
+            raise EdgeAPIError(f"globus compute probe: sacct failed: {failed[0]}", transient=True)
+
     def by_name(self, tags: Iterable[str]) -> dict[str, list[JobRecord]]:
         wanted = set(tags)
         found: dict[str, dict[str, JobRecord]] = {}

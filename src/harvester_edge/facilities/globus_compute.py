@@ -484,6 +484,9 @@ class GCClient(FacilityClient):
         answer = self._ask(ids=ids)
         if isinstance(answer, Deferred):
             return answer
+        live = answer.live
+        if any(j not in live or live[j].state.is_final for j in ids):
+            answer.check_accounting()  # those needed sacct: "could not ask" if it failed
         if self.settings.mode == "task":
             return self._task_records(answer, ids)
         out = {}
@@ -497,6 +500,7 @@ class GCClient(FacilityClient):
         answer = self._ask(tags=list(tags))
         if isinstance(answer, Deferred):
             return answer
+        answer.check_accounting()  # ended jobs are found by name in accounting only
         found = answer.by_name(tags)
         if self.settings.mode == "batch":
             return found
