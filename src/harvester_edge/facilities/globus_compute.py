@@ -473,11 +473,12 @@ class GCClient(FacilityClient):
     def _prune(self, now: float) -> None:
         """Forget probes nobody read for ``probe_ttl`` (a question that went away); call
         with the lock held."""
-        for task_id in [
-            t for t, p in self._probes.items() if now - p.started > self.settings.probe_ttl
-        ]:
+        ttl = self.settings.probe_ttl
+        for task_id in [t for t, p in self._probes.items() if now - p.started > ttl]:
             del self._probes[task_id]
             self._statuses.pop(task_id, None)
+        for key in [k for k, p in self._cancels.items() if now - p.started > ttl]:
+            self._statuses.pop(self._cancels.pop(key).task_id, None)
 
     def poll(self, job_ids: Sequence[str]) -> dict[str, JobRecord] | Deferred:
         ids = [str(j) for j in job_ids]
