@@ -131,6 +131,8 @@ class FakeFacility(FacilityClient):
             server_cancel=caps.server_cancel,
             files=caps.files and supports_files,
             max_ids_per_query=max_query_ids,
+            outages=caps.outages,
+            credential_expiry=caps.credential_expiry,
         )
         self.task_delay = task_delay
         self.accounting_lag = accounting_lag

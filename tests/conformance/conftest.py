@@ -47,15 +47,18 @@ from harvester_edge.config import Secret
 from harvester_edge.edge import allocations, health, lifecycle, limits, watch
 from harvester_edge.edge.allocations import AllocationBook
 from harvester_edge.edge.retry import RetryPolicy, Timeouts
-from harvester_edge.facilities import registry
+from harvester_edge.facilities import gc_functions, gc_http, registry
 from harvester_edge.facilities.base import Capabilities
+from harvester_edge.facilities.globus_compute import GCClient, capabilities_of
 from harvester_edge.facilities.iri import IRIClient, IRISettings
 from harvester_edge.facilities.s3m import S3MClient
 from harvester_edge.harvester import WorkSpec
 from harvester_edge.plugins import monitor, submitter, throttler
+from harvester_edge.plugins.globus_compute import GCMonitor, GCSubmitter, GCSweeper
 from harvester_edge.plugins.iri import IRIMonitor, IRISubmitter, IRISweeper
 from harvester_edge.plugins.s3m import S3MMonitor, S3MSubmitter, S3MSweeper
 from harvester_edge.plugins.throttler import EdgeThrottler
+from harvester_edge.testing_gc import GCDouble
 from harvester_edge.testing_iri import IRIDouble
 from harvester_edge.testing_s3m import S3MDouble
 
@@ -343,6 +346,78 @@ class IRIv2ClientFamily(IRIClientFamily):
     api_version = "v2"
 
 
+class GCClientFamily(FakeFamily):
+    """The real Globus Compute client and plugins (``harvester_edge.plugins.globus_compute``)
+    over a GC double (``harvester_edge.testing_gc``) whose scheduler is a ``FakeFacility`` of
+    the ``tasks`` profile: globus-sdk sends every request to ``responses`` and
+    globus-compute-sdk packs and unpacks every task and result.  The confidential client's
+    secret is a file (mode 0600) under ``root``.  A status read is shared for 0 s here (the
+    suite changes the scheduler between calls)."""
+
+    module = "harvester_edge.plugins.globus_compute"
+    submitter_name = "GCSubmitter"
+    mode_name = "batch"
+
+    def __init__(self, root: Path, *, profile: str = "tasks") -> None:
+        self.double: GCDouble | None = None
+        super().__init__(root, profile=profile)
+        self.secret_file = self.gc.write_secret(root / "gc.secret")
+
+    @property
+    def gc(self) -> GCDouble:
+        assert self.double is not None
+        return self.double
+
+    @property
+    def capabilities(self) -> Any:
+        return capabilities_of(self.mode_name)
+
+    def reconfigure(self, **facility_options: Any) -> testing.FakeFacility:
+        facility_options.setdefault("profile", self.profile)
+        self.facility = testing.FakeFacility(**facility_options)
+        if self.double is None:
+            self.double = GCDouble(self.facility).start()
+        self.double.facility = self.facility
+        return self.facility
+
+    def close(self) -> None:
+        if self.double is not None:
+            self.double.stop()
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.gc.secret, self.gc.token)
+
+    def options(self, **overrides: Any) -> dict[str, Any]:
+        conf = dict(BASE_OPTIONS)
+        conf.update(
+            self.gc.options(),
+            clientSecretFile=str(self.secret_file),
+            mode=self.mode_name,
+            statusShareSeconds=0,
+            submitGatherSeconds=0,
+            rateLimitSeconds=0.001,  # the rate bucket has its own tests
+            # the suite counts one probe per question and call (started, then read): the
+            # next cycle's probe started at once is the acceptance tests' and benchmark's
+            prefetchProbes=False,
+            remoteWorkDir=str(self.root / "remote"),
+            accessPoint=str(self.root / "ap" / "${workerID}"),
+        )
+        if self.mode_name == "task":
+            conf["markerDir"] = str(self.root / "remote" / ".gc-tasks")
+        conf.update(overrides)
+        return conf
+
+    def plugins(self, **overrides: Any) -> tuple[GCSubmitter, GCMonitor, GCSweeper]:  # type: ignore[override]
+        conf = self.options(**overrides)
+        return GCSubmitter(**conf), GCMonitor(**conf), GCSweeper(**conf)
+
+
+class GCTaskFamily(GCClientFamily):
+    """The same in task mode: the pilot is the task, its block's job id read from markers."""
+
+    mode_name = "task"
+
+
 #: every family: one fake per capability profile of the real services (async submit like
 #: SFAPI, sync like S3M, idempotent submit like IRI v2, task-based queries like Globus
 #: Compute), and the real S3M client over its double
@@ -353,6 +428,8 @@ FAMILIES: dict[str, Callable[[Path], Any]] = {
 FAMILIES["s3m-client"] = S3MClientFamily
 FAMILIES["iri-v1-client"] = IRIv1ClientFamily
 FAMILIES["iri-v2-client"] = IRIv2ClientFamily
+FAMILIES["gc-batch-client"] = GCClientFamily
+FAMILIES["gc-task-client"] = GCTaskFamily
 #: what each family's client declares (read without building the family)
 CAPABILITIES: dict[str, Capabilities] = {
     **{f"fake-{profile}": caps for profile, caps in testing.PROFILES.items()},
@@ -360,6 +437,9 @@ CAPABILITIES: dict[str, Capabilities] = {
     "iri-v1-client": IRI_CAPABILITIES["v1"],
     "iri-v2-client": IRI_CAPABILITIES["v2"],
 }
+CAPABILITIES.update(
+    {"gc-batch-client": GCClient.capabilities, "gc-task-client": capabilities_of("task")}
+)
 
 
 def families_with(capability: str) -> list[str]:
@@ -377,6 +457,8 @@ DEFERRED_FAMILIES = families_with("deferred_queries")
 
 def _reset(monkeypatch: pytest.MonkeyPatch | None = None) -> None:
     registry.forget_clients()
+    gc_functions.forget_functions()
+    gc_http.forget_buckets()
     health.GATE.forget()
     limits.LIMITS.forget()
     watch.WATCH.forget()

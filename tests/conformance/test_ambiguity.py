@@ -196,6 +196,11 @@ class _Records(logging.Handler):
 
 
 def test_task_naming_another_workers_job_is_not_adopted(async_family, clock):
+    if async_family.capabilities.pilot_is_task:
+        pytest.skip(
+            "the pilot is the task: its block's job id comes from the pilot's own marker, "
+            "not from a service's answer checked by job name"
+        )
     fam = async_family
     fam.reconfigure(task_delay=None)
     sub, mon, swp = fam.plugins()
@@ -244,6 +249,11 @@ def test_task_naming_another_workers_job_is_not_adopted(async_family, clock):
 
 
 def test_task_naming_another_job_then_own_job_found(async_family):
+    if async_family.capabilities.pilot_is_task:
+        pytest.skip(
+            "the pilot is the task: its block's job id comes from the pilot's own marker, "
+            "not from a service's answer checked by job name"
+        )
     fam = async_family
     fam.reconfigure(task_delay=None)
     sub, mon, swp = fam.plugins()

@@ -10,6 +10,7 @@ import pytest
 
 from harvester_edge.edge.states import ERROR_PATTERNS, ErrorCode
 from harvester_edge.facilities.base import Capabilities, FacilityClient
+from harvester_edge.plugins.globus_compute import GCBinding
 from harvester_edge.plugins.iri import IRIBinding
 from harvester_edge.plugins.s3m import S3MBinding
 from harvester_edge.plugins.sfapi import SFAPIBinding
@@ -43,6 +44,12 @@ def clients() -> dict[str, FacilityClient]:
     """One client per family and API version, built without I/O (constructors do none)."""
     common = {"queueName": "Q"}
     iri = {**common, "resource": "perlmutter", "token": "env:HEDGE_DOCS_TOKEN"}
+    gc = {
+        **common,
+        "endpointId": "00000000-0000-4000-8000-000000000000",
+        "clientId": "c",
+        "clientSecret": "env:HEDGE_DOCS_TOKEN",
+    }
     return {
         "SFAPI": SFAPIBinding({**common, "keyFile": "/nonexistent/key"}, "t").make_client(),
         "S3M": S3MBinding(
@@ -50,6 +57,10 @@ def clients() -> dict[str, FacilityClient]:
         ).make_client(),
         "DOE IRI v1": IRIBinding({**iri, "apiUrl": "https://x.test/api/v1"}, "t").make_client(),
         "DOE IRI v2": IRIBinding({**iri, "apiUrl": "https://x.test/api/v2"}, "t").make_client(),
+        "Globus Compute batch": GCBinding({**gc, "remoteWorkDir": "/r"}, "t").make_client(),
+        "Globus Compute task": GCBinding(
+            {**gc, "mode": "task", "remoteWorkDir": "/r", "markerDir": "/r/m"}, "t"
+        ).make_client(),
     }
 
 

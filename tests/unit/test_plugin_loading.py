@@ -46,7 +46,9 @@ def test_example_queue_config_loads_every_edge_plugin(no_network):
                 loaded += 1
                 families.add(queue[section]["module"])
     assert loaded == 3 * sum(1 for q in config.values() if isinstance(q, dict))
-    assert families == {f"harvester_edge.plugins.{f}" for f in ("sfapi", "s3m", "iri")}
+    assert families == {
+        f"harvester_edge.plugins.{f}" for f in ("sfapi", "s3m", "iri", "globus_compute")
+    }
     submitter = load_like_harvester(*next(iter(config.items())), "submitter")
     assert callable(submitter.submit_workers)
     monitor = load_like_harvester(*next(iter(config.items())), "monitor")

@@ -40,6 +40,8 @@ PILOTS = "edgePilots"
 BATCH_LOG = "edgeBatchLog"
 #: where its tail was copied (or "missing"): read once
 BATCH_LOG_COPY = "edgeBatchLogCopy"
+#: a task-based service: when the monitor first asked for a final worker's pilot summary
+SUMMARY_ASKED_AT = "edgeSummaryAskedAt"
 
 
 class Phase(enum.Enum):

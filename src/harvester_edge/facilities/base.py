@@ -122,6 +122,16 @@ class Capabilities:
     files: bool = False
     #: ids or tags per bulk request
     max_ids_per_query: int = 500
+    #: the service announces planned outages (maintenance windows) with their times; Globus
+    #: Compute only says whether the endpoint is online
+    outages: bool = True
+    #: the credential's facts carry when it stops working (an S3M project token's planned
+    #: expiration); a Globus confidential client renews its tokens and never expires
+    credential_expiry: bool = True
+    #: the pilot runs as the service's task (Globus Compute task mode): its job is the
+    #: endpoint's block, named by the endpoint, not by the worker's tag; the pilot itself
+    #: records the block's job id and its own return code, which the client reads
+    pilot_is_task: bool = False
 
 
 @dataclass(frozen=True)

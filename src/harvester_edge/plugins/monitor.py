@@ -454,12 +454,29 @@ class EdgeMonitor(EdgePlugin, PluginBase):
                 texts = client.read_texts(sorted(set(wanted.values())))
             except EdgeAPIError as exc:
                 LOG.info(f"pilot summaries could not be read now: {exc}")
+        deferred = client.capabilities.deferred_queries
         for i, verdict in finals:
             ws = workers[i]
             if i in wanted and wanted[i] in texts:
                 ws.set_work_attributes({PILOTS: self._pilots(ws, texts[wanted[i]])})
+            elif i in wanted and deferred and self._await_summary(ws):
+                # a task-based service reads files with a probe answered next cycle: the
+                # final status waits for it (at most probeTimeoutSeconds)
+                answers[i] = (
+                    ws.status or WorkSpec.ST_submitted,
+                    f"{verdict.status}: reading the pilots' summary, probe pending",
+                )
+                continue
             self._final(ws, self._with_pilot_summary(ws, verdict), answers, i)
         fetch_batch_logs(client, self.edge_options, [workers[i] for i, _ in finals])
+
+    def _await_summary(self, ws: WorkSpec) -> bool:
+        """True while a final worker may still wait for its summary's probe."""
+        asked = attr(ws, lc.SUMMARY_ASKED_AT)
+        if asked is None:
+            ws.set_work_attributes({lc.SUMMARY_ASKED_AT: lc.now()})
+            return True
+        return lc.now() - float(asked) <= self.edge_options.probeTimeoutSeconds
 
     @staticmethod
     def _pilots(ws: WorkSpec, text: str | None) -> dict[str, Any]:
