@@ -59,13 +59,15 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def gc_channel() -> Iterator[dict[str, Any]]:
+def gc_channel(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """The receiver run by a subprocess in place of Globus Compute (``test_gc_delivery``
+    runs it through the loopback Globus Compute service)."""
     runners: dict[str, Any] = {"run": site}
-    CHANNELS["globus-compute"] = lambda options: envelope_channel(
-        options, lambda *a: runners["run"](*a)
-    )
+    monkeypatch.setitem(
+        CHANNELS, "globus-compute",
+        lambda options: envelope_channel(options, lambda *a: runners["run"](*a)),
+    )  # fmt: skip
     yield runners
-    CHANNELS.pop("globus-compute", None)
 
 
 def manager(tmp_path: Path, store_key: Path, keys: tuple[Path, Path]) -> EdgeCredManager:

@@ -63,6 +63,9 @@ class CredOptions:
     #: globus-compute channel: the envelope key here (0600) and the site's copy
     envelopeKeyFile: str = ""
     siteKeyFile: str = ""
+    #: globus-compute channel: how long a delivery waits for its task's answer (the
+    #: envelope is refused on the site after 900 s, so at most 600)
+    deliveryWaitSeconds: float = 120.0
     #: IRI at NERSC/ALCF: a Globus confidential client mints the bearer token (written to
     #: the facility's token file) and renews it at renewFraction; the secret by reference
     globusClientId: str = ""
@@ -105,6 +108,14 @@ class CredOptions:
         if self.channel == "globus-compute":
             check(bool(self.envelopeKeyFile), "envelopeKeyFile", "is required for globus-compute")
             check(bool(self.siteKeyFile), "siteKeyFile", "is required for globus-compute")
+            check(
+                self.siteKeyFile.startswith("/"), "siteKeyFile", "must be an absolute path"
+            )  # fmt: skip
+        check(
+            0 < self.deliveryWaitSeconds <= 600,
+            "deliveryWaitSeconds",
+            f"must be in (0, 600], got {self.deliveryWaitSeconds}",
+        )
         if self.globusClientId:
             check(self.globusClientSecret is not None, "globusClientSecret", "is required")
             check(bool(self.globusScope), "globusScope", "is required")

@@ -2,23 +2,26 @@
 
 A function's id is cached process-wide by (web service, credential, content hash), so new
 plugin instances, new clients after a restart of the sharing registry and every thread reuse
-it (upstream registered one function per worker).  ``Batches`` builds globus-compute-sdk
-``Batch`` payloads (the SDK's serializer, the queue's fixed ``user_endpoint_config``) and
-posts them with ``/v3/endpoints/{id}/submit``.
+it (upstream registered one function per worker).  Python functions (``python_function_id``:
+the credential manager's site receiver) are registered by their source text
+(``PureSourceTextInspect``): the endpoint needs nothing of harvester-edge to run them.
+``Batches`` builds globus-compute-sdk ``Batch`` payloads (the SDK's serializer, the queue's
+fixed ``user_endpoint_config``) and posts them with ``/v3/endpoints/{id}/submit``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import threading
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from globus_compute_sdk.sdk.batch import Batch, UserRuntime, create_user_runtime
 from globus_compute_sdk.sdk.client import FunctionRegistrationData
 from globus_compute_sdk.sdk.shell_function import ShellFunction
-from globus_compute_sdk.serialize import ComputeSerializer
+from globus_compute_sdk.serialize import ComputeSerializer, PureSourceTextInspect
 
 from ..errors import EdgeAPIError
 from . import gc_wire as wire
@@ -74,6 +77,31 @@ class Batches:
     def function_id(self, name: str, deadline: float) -> str:
         fn = shell_function(name)
         key = (self.service.url, self.identity, content_hash(fn))
+        return self._register(
+            key, name, lambda: FunctionRegistrationData(function=fn, serializer=self.serializer),
+            deadline,
+        )  # fmt: skip
+
+    def python_function_id(self, fn: Callable[..., Any], deadline: float) -> str:
+        """A Python function's id, registered by its source text (a module-level function
+        whose imports are inside it)."""
+        source = inspect.getsource(fn)
+        digest = hashlib.sha256(f"py\0{fn.__name__}\0{source}".encode()).hexdigest()
+        by_source = ComputeSerializer(strategy_code=PureSourceTextInspect())
+        return self._register(
+            (self.service.url, self.identity, digest),
+            fn.__name__,
+            lambda: FunctionRegistrationData(function=fn, serializer=by_source),
+            deadline,
+        )
+
+    def _register(
+        self,
+        key: Hashable,
+        name: str,
+        data: Callable[[], FunctionRegistrationData],
+        deadline: float,
+    ) -> str:
         with _FUNCTIONS_LOCK:
             known = _FUNCTIONS.get(key)
         if known:
@@ -83,10 +111,10 @@ class Batches:
                 known = _FUNCTIONS.get(key)
             if known:
                 return known
-            data = FunctionRegistrationData(function=fn, serializer=self.serializer)
+            body = data().to_dict()
             answer = self.service.call(
                 "register function",
-                lambda: self.service.v3.register_function(data.to_dict()),
+                lambda: self.service.v3.register_function(body),
                 idempotent=True,  # a duplicate registration is harmless: a second id
                 deadline=deadline,
             )
@@ -110,14 +138,26 @@ class Batches:
         ids in the same order.  Never retried after it may have been sent (``idempotent``
         False): the caller decides what an ambiguous answer means."""
         ids = {name: self.function_id(name, deadline) for name, _ in calls}
+        by_id = [(ids[name], kwargs) for name, kwargs in calls]
+        return self.submit(by_id, user_endpoint_config, idempotent=idempotent, deadline=deadline)
+
+    def submit(
+        self,
+        calls: Sequence[tuple[str, Mapping[str, Any]]],
+        user_endpoint_config: Mapping[str, Any] | None,
+        *,
+        idempotent: bool,
+        deadline: float,
+    ) -> list[str]:
+        """``run`` for registered function ids: ``calls`` are (function id, kwargs)."""
         batch = Batch(
             None,
             user_endpoint_config=dict(user_endpoint_config) if user_endpoint_config else None,
             serializer=self.serializer,
             user_runtime=runtime(),
         )
-        for name, kwargs in calls:
-            batch.add(ids[name], (), dict(kwargs))
+        for fid, kwargs in calls:
+            batch.add(fid, (), dict(kwargs))
         payload = batch.prepare()
         answer = self.service.call(
             "submit",
@@ -128,10 +168,10 @@ class Batches:
         tasks = answer.data.get("tasks") if isinstance(answer.data, dict) else None
         if not isinstance(tasks, dict):
             raise EdgeAPIError("globus compute submit: answer has no 'tasks'", status=502)
-        queues = {fid: list(tasks.get(fid) or []) for fid in set(ids.values())}
+        queues = {fid: list(tasks.get(fid) or []) for fid, _ in calls}
         out = []
-        for name, _ in calls:
-            queue = queues[ids[name]]
+        for fid, _ in calls:
+            queue = queues[fid]
             if not queue:
                 raise EdgeAPIError("globus compute submit: fewer task ids than tasks", status=502)
             out.append(str(queue.pop(0)))

@@ -274,6 +274,44 @@ class GCClient(FacilityClient):
             for s in group:
                 s.done.set()
 
+    # one function, waited for ------------------------------------------------------------
+    def run_function(
+        self, fn: Callable[..., Any], kwargs: Mapping[str, Any], *, wait: float
+    ) -> Any:
+        """Run the Python function ``fn`` (registered by its source, cached like the shell
+        functions) once with ``kwargs`` as data on the login-node user endpoint (the probe
+        endpoint config), and wait up to ``wait`` seconds for its result.
+
+        For the credential manager, which may wait (a plugin call never does): the submit is
+        never retried once it may have been sent; status reads go through the credential's
+        rate bucket, spaced out.  Raises ``EdgeAPIError`` with the task's own last error line
+        when it failed, a transient one when no result came within ``wait``."""
+        end = time.monotonic() + wait
+        b = self.batches
+        fid = b.python_function_id(fn, self._deadline())
+        (task_id,) = b.submit(
+            [(fid, kwargs)], self.settings.probe_uec(), idempotent=False,
+            deadline=self._deadline(),
+        )  # fmt: skip
+        pause, state = 0.25, "received"
+        while True:
+            time.sleep(min(pause, max(0.0, end - time.monotonic())))
+            left = end - time.monotonic()
+            entry = b.statuses([task_id], max(1.0, min(self._deadline(), left))).get(task_id)
+            if entry is not None:
+                kind, result, why = b.outcome(entry)
+                if kind == "done":
+                    return result
+                if kind == "failed":
+                    raise EdgeAPIError(f"globus compute task {task_id} failed: {why}")
+                state = why
+            if time.monotonic() >= end:
+                raise EdgeAPIError(
+                    f"globus compute task {task_id}: no result within {wait:.0f}s (still {state})",
+                    transient=True,
+                )
+            pause = min(pause * 1.6, 2.0)
+
     # task statuses -------------------------------------------------------------------------
     def _read(self, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Raw statuses of these tasks, ONE request per chunk; a status read within
