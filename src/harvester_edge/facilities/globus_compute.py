@@ -284,8 +284,9 @@ class GCClient(FacilityClient):
 
         For the credential manager, which may wait (a plugin call never does): the submit is
         never retried once it may have been sent; status reads go through the credential's
-        rate bucket, spaced out.  Raises ``EdgeAPIError`` with the task's own last error line
-        when it failed, a transient one when no result came within ``wait``."""
+        rate bucket, spaced out, and one that fails for now (429, 5xx) is read again.
+        Raises ``EdgeAPIError`` with the task's own last error line when it failed, a
+        transient one when no result came within ``wait``."""
         end = time.monotonic() + wait
         b = self.batches
         fid = b.python_function_id(fn, self._deadline())
@@ -293,21 +294,27 @@ class GCClient(FacilityClient):
             [(fid, kwargs)], self.settings.probe_uec(), idempotent=False,
             deadline=self._deadline(),
         )  # fmt: skip
-        pause, state = 0.25, "received"
+        pause, state, note = 0.25, "received", ""
         while True:
             time.sleep(min(pause, max(0.0, end - time.monotonic())))
             left = end - time.monotonic()
-            entry = b.statuses([task_id], max(1.0, min(self._deadline(), left))).get(task_id)
+            try:
+                entry = b.statuses([task_id], max(1.0, min(self._deadline(), left))).get(task_id)
+            except EdgeAPIError as exc:  # a read that failed for now: read again while we wait
+                if not (exc.transient or isinstance(exc, EdgeNetworkError)):
+                    raise
+                entry, note = None, f"; last read: {exc}"
             if entry is not None:
                 kind, result, why = b.outcome(entry)
                 if kind == "done":
                     return result
                 if kind == "failed":
                     raise EdgeAPIError(f"globus compute task {task_id} failed: {why}")
-                state = why
+                state, note = why, ""
             if time.monotonic() >= end:
                 raise EdgeAPIError(
-                    f"globus compute task {task_id}: no result within {wait:.0f}s (still {state})",
+                    f"globus compute task {task_id}: no result within {wait:.0f}s "
+                    f"(still {state}{note})",
                     transient=True,
                 )
             pause = min(pause * 1.6, 2.0)
