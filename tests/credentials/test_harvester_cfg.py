@@ -36,18 +36,18 @@ def test_example_parses_like_harvester(cfg: dict[str, dict[str, object]]) -> Non
 def test_three_styles_build_without_io(cfg: dict[str, dict[str, object]]) -> None:
     queues = json.loads((ETC / cfg["qconf"]["configFile"]).read_text())  # type: ignore[operator]
     sections = harvester_cfg.credmanager_kwargs(cfg, queues)
-    assert len(sections) == 5
+    assert len(sections) == 6
     with no_network():
         managers = [build_plugin(s) for s in sections]
     assert all(isinstance(m, EdgeCredManager) for m in managers)
     assert [m.setup_name for m in managers] == [
         "perlmutter_pilot", "perlmutter_sfapi", "defiant_s3m", "perlmutter_iri",
-        "NERSC_Perlmutter_edge",
+        "perlmutter_gc", "NERSC_Perlmutter_edge",
     ]  # fmt: skip
     assert [m.outCertFile for m in managers] == [
         "harvester-edge:perlmutter_pilot", "harvester-edge:perlmutter_sfapi",
         "harvester-edge:defiant_s3m", "harvester-edge:perlmutter_iri",
-        "harvester-edge:NERSC_Perlmutter_edge",
+        "harvester-edge:perlmutter_gc", "harvester-edge:NERSC_Perlmutter_edge",
     ]  # fmt: skip
     # the parallel-list entry reads its setup file at first use (here: the example's)
     parallel = managers[0]
@@ -58,6 +58,18 @@ def test_three_styles_build_without_io(cfg: dict[str, dict[str, object]]) -> Non
     assert managers[2].keeper().options.storeKeyEnv == "HARVESTER_EDGE_STORE_KEY"
     secret = managers[3].keeper().options.globusClientSecret
     assert secret is not None and "GLOBUS_IRI_CLIENT_SECRET" in secret.source
+    gc = managers[4].keeper().options
+    assert gc.channel == "globus-compute" and gc.siteKeyFile.startswith("/")
+    assert gc.facility["name"] == "GCSubmitter" and gc.served_queues == ["NERSC_Perlmutter_GC_MEP"]
+    # the facility section is the GC queue's submitter: the same shared client's key
+    from harvester_edge.plugins.globus_compute import GCBinding
+
+    queue = json.loads((ETC / "panda_queueconfig.example.json").read_text())[
+        "NERSC_Perlmutter_GC_MEP"
+    ]
+    theirs = GCBinding({**queue["common"], **queue["submitter"]}, "submitter").client_key()
+    facility = {k: v for k, v in gc.facility.items() if k not in ("module", "name")}
+    assert GCBinding(facility, "credmanager").client_key() == theirs
 
 
 def test_constructors_touch_no_file(tmp_path: Path) -> None:
