@@ -39,6 +39,8 @@ class Wire:
 
     def __init__(self, svc: GCService):
         self.bodies: list[tuple[str, bytes]] = []
+        #: what the service answered (task results included)
+        self.answers: list[str] = []
         #: flip one ciphertext bit of every envelope submitted (a party on the way)
         self.tamper = False
         self._lock = threading.Lock()
@@ -49,7 +51,11 @@ class Wire:
                 self.bodies.append((request.path, bytes(request.body or b"")))
             if self.tamper and request.path.endswith("/submit"):
                 request = dataclasses.replace(request, body=tampered(request.body))
-            return handle(request)
+            answer = handle(request)
+            if answer is not None:
+                with self._lock:
+                    self.answers.append(json.dumps(answer[1], default=str))
+            return answer
 
         svc.handle = recording  # type: ignore[method-assign]
 
@@ -80,6 +86,7 @@ class Wire:
     def clear(self) -> None:
         with self._lock:
             self.bodies.clear()
+            self.answers.clear()
 
 
 def tampered(body: bytes) -> bytes:
@@ -218,7 +225,8 @@ def test_delivered_through_globus_compute(
     assert sorted(sent) == ["dest", "envelope", "key_file"]
     assert sent["key_file"] == str(keys[1]) and sent["dest"] == str(dest)
     assert site_receiver.open_envelope(sent["envelope"], str(dest), raw_key) == token.encode()
-    for text in (wire.text(), json.dumps(sent)):
+    assert any('"result"' in a for a in wire.answers)  # the receipt came back this way
+    for text in (wire.text(), json.dumps(sent), "\n".join(wire.answers)):
         for value in (token, site_key, svc.client_secret, *token.split(".")):
             assert value not in text
         assert base64.b64encode(token.encode()).decode()[:40] not in text
@@ -365,3 +373,16 @@ def test_refused_client_stops_the_throttler(
     facts = throttler_module._binding_for(section).client().credential()
     assert facts.problem and "refused" in facts.problem
     assert wrong not in message
+
+
+def test_family_channel_says_how_to_deliver(
+    tmp_path: Path, store_key: Path, gc: tuple[GCService, Wire, Path], clock: Clock
+) -> None:
+    """A GC facility with the family's channel ("") names the envelope channel's keys."""
+    svc, _, secret = gc
+    keys = keypair(tmp_path)
+    write_private(tmp_path / "src" / "tok", make_jwt(clock.t, clock.t + 3600))
+    cm = manager(tmp_path, store_key, facility(svc, secret), keys, channel="")
+    ok, message = cm.renew_credential()
+    assert not ok and "validated by a grant" in message
+    assert "set channel 'globus-compute', envelopeKeyFile and siteKeyFile" in message
