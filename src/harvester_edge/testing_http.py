@@ -1,6 +1,7 @@
 """What the HTTP doubles of the package share (``testing_s3m.S3MDouble`` over ``responses``,
 ``testing_iri.IRIDouble`` over ``respx``): mounting their routes with the client's job
-encoder wrapped, unmounting, the context-manager protocol, and the ``unencodable`` fault.
+encoder wrapped, unmounting, the context-manager protocol, the ``unencodable`` fault, and
+the ``requests`` exceptions of the fake's network faults.
 
 A double's routes and answers are its own; what is here is only the plumbing around them,
 kept in one place so that every double mounts, unmounts and takes the encoder fault alike.
@@ -14,15 +15,31 @@ from types import TracebackType
 from typing import Any, TypeVar
 from unittest import mock
 
+import requests
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+
 from .edge.spec import JobSpec
+from .errors import EdgeNetworkError
 from .testing import FakeFacility
 
-__all__ = ["UNENCODABLE", "MountedDouble"]
+__all__ = ["UNENCODABLE", "MountedDouble", "requests_network_error"]
 
 #: the encoder's refusal of a spec when ``unencodable`` is scripted on the fake
 UNENCODABLE = "the job header cannot be read (scripted fault 'unencodable')"
 
 _Double = TypeVar("_Double", bound="MountedDouble")
+
+
+def requests_network_error(exc: EdgeNetworkError) -> requests.RequestException:
+    """What ``requests`` raises for the fake's network fault (the transport reads the kind):
+    refused (surely not sent), read timeout (silent) or a reset after sending."""
+    if not exc.maybe_sent:
+        refused = NewConnectionError(None, "Connection refused")  # type: ignore[arg-type]
+        return requests.exceptions.ConnectionError(MaxRetryError(None, "/", refused))  # type: ignore[arg-type]
+    if exc.silent:
+        return requests.exceptions.ReadTimeout("Read timed out.")
+    reset = ConnectionResetError(104, "Connection reset by peer")
+    return requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", reset))
 
 
 class MountedDouble:
@@ -49,9 +66,12 @@ class MountedDouble:
         self._mock = router
 
     def stop(self) -> None:
+        """Unmount (the encoder too); nothing when not mounted."""
         if self._mock is None:
             return
-        self._encoder.stop()
+        if self._encoder is not None:  # a double with no encoder to wrap mounts none
+            self._encoder.stop()
+            self._encoder = None
         self._mock.stop()
         self._mock.reset()
         self._mock = None

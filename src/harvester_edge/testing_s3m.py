@@ -66,9 +66,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import requests
 import responses
-from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from .edge.spec import JobSpec
 from .edge.states import is_submit_limit
@@ -88,7 +86,7 @@ from .localsite.s3m_slurm import (
     slurm_error,
 )
 from .testing import FakeFacility, FakeJob
-from .testing_http import MountedDouble
+from .testing_http import MountedDouble, requests_network_error
 
 __all__ = ["DEFAULT_API_URL", "S3MDouble"]
 
@@ -121,17 +119,6 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Answ
 def _s3m_error(status: int, message: str, headers: dict[str, str] | None = None) -> Answer:
     """S3M's own error (token, gateway, upstream): a gRPC-gateway body."""
     return _json(status, {"code": _GRPC.get(status, 2), "message": message, "details": []}, headers)
-
-
-def _network_error(exc: EdgeNetworkError) -> requests.RequestException:
-    """What ``requests`` raises for the fake's network fault (the transport reads the kind)."""
-    if not exc.maybe_sent:
-        refused = NewConnectionError(None, "Connection refused")  # type: ignore[arg-type]
-        return requests.exceptions.ConnectionError(MaxRetryError(None, "/", refused))  # type: ignore[arg-type]
-    if exc.silent:
-        return requests.exceptions.ReadTimeout("Read timed out.")
-    reset = ConnectionResetError(104, "Connection reset by peer")
-    return requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", reset))
 
 
 def _wait_status(job: FakeJob) -> int | None:
@@ -309,7 +296,7 @@ class S3MDouble(MountedDouble):
     def _failure(self, exc: EdgeAPIError, source: str, *, submit: bool = False) -> Answer:
         """The fake's error as S3M's answer; a network fault is raised as ``requests`` does."""
         if isinstance(exc, EdgeNetworkError):
-            raise _network_error(exc)
+            raise requests_network_error(exc)
         status = exc.status or 500
         if isinstance(exc, EdgeAuthError):
             return _s3m_error(401 if status not in (401, 403) else status, _words(exc))
