@@ -71,7 +71,6 @@ Measured on 2026-12-01 (2 cores, shared with other helpers' test runs): docs/iri
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex
@@ -92,19 +91,19 @@ from _family import FamilyBench, chosen_rows, family_parser  # noqa: E402
 from bench_sfapi import (  # noqa: E402
     LATENCY,
     MONITOR_IDS,
-    RSS_METHOD,
     UNKNOWN_JOB_IDS,
     WARM_ID,
     Gateway,
     close_bench,
     report,
+    run_meta,
+    slurm_missing,
 )
 
 from harvester_edge.edge.health import GATE  # noqa: E402
 from harvester_edge.edge.tags import queue_prefix  # noqa: E402
 from harvester_edge.facilities.iri import PAGE_LIMIT  # noqa: E402
 from harvester_edge.harvester import WorkSpec  # noqa: E402
-from harvester_edge.localsite.slurm import LocalSlurm, default_slurm_conf  # noqa: E402
 from harvester_edge.plugins.iri import IRIMonitor, IRISubmitter  # noqa: E402
 
 QUEUE = "BENCH_IRI"
@@ -415,9 +414,7 @@ def nest(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    slurm = LocalSlurm(default_slurm_conf())
-    if not slurm.available():
-        print(json.dumps({"error": "Slurm is not reachable (SLURM_CONF?)"}))
+    if slurm_missing():
         return 1
     root = Path(tempfile.mkdtemp(prefix="hedge-bench-iri-"))
     bench = IRIBench(root, args.quick, args.chunk_size, args.real_setup_limit)
@@ -447,9 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             "gateway": "separate process (python -m harvester_edge.localsite.iri_gateway), "
                        "v1 and v2 on one server, its sbatch with --hold",
             "call_deadline_s": bench.conf["callDeadline"],
-            "cpu_method": "time.process_time of this process (plugins + client, all threads)",
-            "rss_method": RSS_METHOD, "setup_s": bench.setup_s, "cleanup": cleanup,
-            "total_s": round(time.perf_counter() - started, 1),
+            **run_meta(bench, cleanup, started),
             # other work on the machine (test suites, Slurm daemons) shifts the wall figures
             "loadavg_start": [round(x, 2) for x in load_start],
             "loadavg_end": [round(x, 2) for x in os.getloadavg()],

@@ -52,7 +52,6 @@ Every Slurm job created here (directly or through the gateway) is cancelled at t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -71,17 +70,17 @@ from bench_sfapi import (  # noqa: E402
     HELD,
     LATENCY,
     MONITOR_IDS,
-    RSS_METHOD,
     UNKNOWN_JOB_IDS,
     WARM_ID,
     Gateway,
     close_bench,
     report,
+    run_meta,
+    slurm_missing,
 )
 
 from harvester_edge.edge.tags import queue_prefix  # noqa: E402
 from harvester_edge.harvester import WorkSpec  # noqa: E402
-from harvester_edge.localsite.slurm import LocalSlurm, default_slurm_conf  # noqa: E402
 from harvester_edge.plugins.s3m import S3MMonitor, S3MSubmitter  # noqa: E402
 
 QUEUE = "BENCH_S3M"
@@ -280,9 +279,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    slurm = LocalSlurm(default_slurm_conf())
-    if not slurm.available():
-        print(json.dumps({"error": "Slurm is not reachable (SLURM_CONF?)"}))
+    if slurm_missing():
         return 1
     root = Path(tempfile.mkdtemp(prefix="hedge-bench-s3m-"))
     bench = S3MBench(root, args.quick, args.chunk_size, args.real_setup_limit)
@@ -304,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             bench, root, args.keep,
             lambda: sum(
                 1
-                for j in slurm.squeue_json()
+                for j in bench.slurm.squeue_json()
                 if str(j.get("name", "")).startswith(prefix)
                 and "CANCELLED" not in str(j.get("job_state"))
             ),
@@ -319,9 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             "gateway": "separate process (python -m harvester_edge.localsite.s3m_gateway); "
                        "its sbatch calls run 8 at a time",
             "call_deadline_s": bench.conf["callDeadline"],
-            "cpu_method": "time.process_time of this process (plugins + client, all threads)",
-            "rss_method": RSS_METHOD, "setup_s": bench.setup_s, "cleanup": cleanup,
-            "total_s": round(time.perf_counter() - started, 1),
+            **run_meta(bench, cleanup, started),
             # other work on the machine (test suites, Slurm daemons) shifts the wall figures
             "loadavg_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         },

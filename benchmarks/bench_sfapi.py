@@ -776,6 +776,26 @@ class Bench:
         forget_clients()
 
 
+def slurm_missing() -> bool:
+    """True, with the one-line JSON error every bench prints then, when Slurm does not answer."""
+    if LocalSlurm(default_slurm_conf()).available():
+        return False
+    print(json.dumps({"error": "Slurm is not reachable (SLURM_CONF?)"}))
+    return True
+
+
+def run_meta(bench: Bench, cleanup: dict[str, Any], started: float) -> dict[str, Any]:
+    """The ``meta`` entries of every bench: how CPU and RSS are measured, the set-up times,
+    the cleanup and the run's total time (since ``started``, a ``perf_counter``)."""
+    return {
+        "cpu_method": "time.process_time of this process (plugins + client, all threads)",
+        "rss_method": RSS_METHOD,
+        "setup_s": bench.setup_s,
+        "cleanup": cleanup,
+        "total_s": round(time.perf_counter() - started, 1),
+    }
+
+
 def close_bench(
     bench: Bench, root: Path, keep: bool, count_left: Callable[[], int] | None = None
 ) -> dict[str, Any]:
@@ -850,9 +870,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    slurm = LocalSlurm(default_slurm_conf())
-    if not slurm.available():
-        print(json.dumps({"error": "Slurm is not reachable (SLURM_CONF?)"}))
+    if slurm_missing():
         return 1
     root = Path(tempfile.mkdtemp(prefix="hedge-bench-"))
     bench = Bench(root, args.quick, args.real_10000, args.chunk_size)
@@ -874,9 +892,7 @@ def main(argv: list[str] | None = None) -> int:
             "chunk_size": bench.chunk,
             "query_concurrency": 4, "latency_rows_s": LATENCY, "cpus": os.cpu_count(),
             "gateway": "separate process (python -m harvester_edge.localsite.sfapi_gateway)",
-            "cpu_method": "time.process_time of this process (plugins + client, all threads)",
-            "rss_method": RSS_METHOD, "setup_s": bench.setup_s, "cleanup": cleanup,
-            "total_s": round(time.perf_counter() - started, 1),
+            **run_meta(bench, cleanup, started),
             # other work on the machine (test suites, Slurm daemons) shifts the wall figures
             "loadavg_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         },
