@@ -71,7 +71,6 @@ Measured on 2026-12-01 (2 cores, shared with other helpers' test runs): docs/iri
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex
@@ -88,25 +87,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # bench_sfapi sets SLURM_CONF's default and a fresh HARVESTER_ID before harvester_edge loads
 import bench_sfapi as base  # noqa: E402
-import httpx  # noqa: E402
+from _family import FamilyBench, chosen_rows, family_parser  # noqa: E402
 from bench_sfapi import (  # noqa: E402
     LATENCY,
     MONITOR_IDS,
-    RSS_METHOD,
     UNKNOWN_JOB_IDS,
     WARM_ID,
-    Bench,
-    ClientSpy,
     Gateway,
-    to_json,
+    close_bench,
+    report,
+    run_meta,
+    slurm_missing,
 )
 
 from harvester_edge.edge.health import GATE  # noqa: E402
-from harvester_edge.edge.tags import job_tag, queue_prefix  # noqa: E402
+from harvester_edge.edge.tags import queue_prefix  # noqa: E402
 from harvester_edge.facilities.iri import PAGE_LIMIT  # noqa: E402
-from harvester_edge.facilities.registry import forget_clients  # noqa: E402
-from harvester_edge.harvester import WorkSpec, harvester_id  # noqa: E402
-from harvester_edge.localsite.slurm import LocalSlurm, default_slurm_conf  # noqa: E402
+from harvester_edge.harvester import WorkSpec  # noqa: E402
 from harvester_edge.plugins.iri import IRIMonitor, IRISubmitter  # noqa: E402
 
 QUEUE = "BENCH_IRI"
@@ -127,8 +124,6 @@ HEALTH_KEYS = ("resource", "incidents")
 #: Slurm job states of a job not ended yet (``squeue --json``'s ``job_state``)
 LIVE_STATES = ("PENDING", "RUNNING", "SUSPENDED", "CONFIGURING", "REQUEUED", "RESIZING")
 WALLTIME = 300  # seconds; the template's own --time=5 says the same
-# The submitter's template (stock placeholder); the gateway holds every job it submits.
-TEMPLATE = base.TEMPLATE
 
 
 def hold_sbatch(root: Path) -> Path:
@@ -155,50 +150,33 @@ class IRIGatewayProcess(Gateway):
 
     def __init__(self, root: Path, token_file: Path):  # noqa: D107 (no super: SFAPI's start)
         env = {**os.environ, "PATH": f"{hold_sbatch(root)}:{os.environ.get('PATH', '')}"}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "harvester_edge.localsite.iri_gateway",
-                "--resource", RESOURCE, "--user", "harvester", "--workdir", str(root),
-            ],
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
+        info = self._start(
+            "iri_gateway", "IRI gateway",
+            ["--resource", RESOURCE, "--user", "harvester", "--workdir", str(root)],
             env=env,
-            text=True,
         )  # fmt: skip
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"IRI gateway did not start (exit {self.proc.wait()})")
-        info = json.loads(line)
         self.api_urls: dict[str, str] = info["api_urls"]
         token_file.write_text(info["token"] + "\n")
         os.chmod(token_file, 0o600)
         self.token_file = token_file
-        self._admin = httpx.Client(base_url=info["admin_url"], timeout=60)
-        self._ticks = os.sysconf("SC_CLK_TCK")
 
 
-class IRIBench(Bench):
-    """``bench_sfapi.Bench`` with the IRI gateway, queue config and plugins, for one API
+class IRIBench(FamilyBench):
+    """``_family.FamilyBench`` with the IRI gateway, queue config and plugins, for one API
     version at a time (``use``); the generic helpers (sbatch_tagged, cleanup, budget,
-    measure, target, wait_accounted) are inherited."""
+    measure, target, wait_accounted, submit_200) are inherited."""
+
+    queue = QUEUE
+    submitter_cls = IRISubmitter
+    monitor_cls = IRIMonitor
+    poll_names = POLL
 
     def __init__(
         self, root: Path, quick: bool, chunk: int = CHUNK,
         real_setup_limit: float = REAL_SETUP_LIMIT,
-    ):  # fmt: skip  # no super().__init__: it starts the SFAPI gateway
-        self.root = root
-        self.real_setup_limit = real_setup_limit
+    ):  # fmt: skip
+        super().__init__(root, quick, chunk, real_setup_limit)
         self._extra: list[tuple[int, str]] | None = None  # monitor_10000_real's 9,000
-        self.chunk = chunk
-        self.quick = quick
-        self.real_10000 = False
-        self.slurm = LocalSlurm(default_slurm_conf())
-        self.hid = harvester_id()
-        self.created: list[str] = []
-        (root / "template.sh").write_text(TEMPLATE)
-        (root / "work").mkdir()  # remoteWorkDir's fixed part: the job starts in it
-        self.gw = IRIGatewayProcess(root, root / "iri.token")
         self.confs: dict[str, dict[str, Any]] = {
             v: {
                 "queueName": QUEUE, "siteName": QUEUE, "apiUrl": self.gw.api_urls[v],
@@ -215,13 +193,12 @@ class IRIBench(Bench):
         self.version = "v2"
         self.versions: list[str] = list(VERSIONS)  # the ones run, in order
         self.conf = self.confs[self.version]
-        self.rows: dict[str, dict[str, Any]] = {}
-        self.checks: dict[str, bool] = {}
-        self.setup_s: dict[str, float] = {}
         self._monitored: list[tuple[int, str]] | None = None  # (worker id, job id)
         self._slurm_states: dict[str, int] = {}
-        self._warm: WorkSpec | None = None
         self._warm_job: str | None = None
+
+    def start_gateway(self, root: Path) -> Gateway:
+        return IRIGatewayProcess(root, root / "iri.token")
 
     def live_jobs(self) -> list[str]:
         """Ids of this run's jobs (by tag prefix) still pending or running in Slurm."""
@@ -254,14 +231,13 @@ class IRIBench(Bench):
         self.version = version
         self.conf = self.confs[version]
 
-    # workers ---------------------------------------------------------------------------
-    def tag(self, wid: int) -> str:
-        return job_tag(self.hid, QUEUE, wid)
+    def row_name(self, name: str) -> str:
+        return f"{self.version}.{name}"
 
-    def worker(self, wid: int, job_id: str | None = None) -> WorkSpec:
-        ws = super().worker(wid, job_id)  # tag and work dir from this class
-        ws.computingSite = QUEUE
-        return ws
+    def submit_first_id(self) -> int:
+        return SUBMIT_IDS[self.version]
+
+    # workers ---------------------------------------------------------------------------
 
     def submit_setup(self, wids: list[int]) -> list[str]:
         """Jobs for these workers through the gateway (held), no latency, not measured."""
@@ -313,50 +289,17 @@ class IRIBench(Bench):
         if answers[0][0] is None:
             raise RuntimeError(f"warm-up check failed: {answers[0][1]}")
 
-    def measure_check(
-        self, workers: list[WorkSpec], conf: dict[str, Any] | None = None
-    ) -> tuple[Any, dict[str, Any]]:
-        """One check_workers by a new monitor (Harvester builds one per cycle), with the
-        shared client's bulk status, lookup and health calls timed."""
-        conf = conf or self.conf
-        spy = ClientSpy(self.gw)
-        client = IRIMonitor(**conf).edge_client()
-        with spy.watch(client, POLL):
-            result, fig = self.measure(lambda: IRIMonitor(**conf).check_workers(workers))
-        calls = spy.summary()
-        for stats in calls.values():
-            stats["mean_s"] = round(stats["total_s"] / stats["calls"], 4)
-        fig["client_calls"] = calls
-        return result, fig
-
-    # rows ------------------------------------------------------------------------------
-    def row_construct(self) -> None:
-        row = f"{self.version}.construct"
-
-        def build() -> None:
-            for _ in range(1000):
-                IRISubmitter(**self.conf)
-                IRIMonitor(**self.conf)
-
-        _, fig = self.measure(build)
-        fig["us_per_plugin"] = round(fig["wall_s"] / 2000 * 1e6, 1)
-        self.rows[row] = fig
-        self.target(row, "no_io", fig["requests"], "== 0", fig["requests"] == 0)
-
+    # rows (construct and submit_200: FamilyBench's) -------------------------------------
     def monitor_row(self, name: str, workers: list[WorkSpec], n_real: int) -> None:
         """One measured cycle at 50 ms, health not cached; the figures and the targets of
         every monitor row."""
-        row = f"{self.version}.{name}"
+        row = self.row_name(name)
         self.warm()
         # the held jobs still held (the shared cluster's other users could cancel them)
         held_ids = {j for _, j in self.monitored()[FINISHED:]}
         still_held = len(self.slurm.squeue(jobids=sorted(held_ids)))
         GATE.forget()  # the cycle asks for health, as one about healthCacheSeconds later does
-        self.gw.knobs(latency=LATENCY)
-        try:
-            (_, answers), fig = self.measure_check(workers)
-        finally:
-            self.gw.knobs(latency=0)
+        answers, fig = self.latency_check(workers)
         by_key = fig["requests_by_key"]
         n = len(workers)
         status_limit = math.ceil(n / PAGE_LIMIT)
@@ -374,19 +317,14 @@ class IRIBench(Bench):
             sample_answers={"finished": [answers[0][0], answers[0][1][:160]],
                             "held": [answers[FINISHED][0], answers[FINISHED][1][:160]]},
         )  # fmt: skip
-        unanswered = [a[1] for a in answers if a[0] is None]
-        if unanswered:
-            fig["sample_unanswered"] = unanswered[0][:200]
         self.rows[row] = fig
-        self.target(row, "status_requests", fig["status_requests"], f"<= {status_limit}",
-                    fig["status_requests"] <= status_limit)  # fmt: skip
+        self.target_at_most(row, "status_requests", fig["status_requests"], status_limit)
         self.target(row, "health_requests", health, "<= 1 each",
                     all(v <= 1 for v in health.values()))  # fmt: skip
         self.target(row, "no_other_requests", other, "none (no job_status, no lookup)",
                     not other)  # fmt: skip
-        limit = self.budget(n)
-        self.target(row, "requests", fig["requests"], f"<= {limit}", fig["requests"] <= limit)
-        self.target(row, "wall", fig["wall_s"], "< 2 s", fig["wall_s"] < 2.0)
+        self.target_at_most(row, "requests", fig["requests"], self.budget(n))
+        self.target_wall(row, 2.0)
         expected = {WorkSpec.ST_finished: FINISHED, WorkSpec.ST_submitted: n_real - FINISHED}
         self.target(row, "real_jobs", dict(real), f"{expected}", dict(real) == expected)
         if n > n_real:
@@ -411,15 +349,9 @@ class IRIBench(Bench):
             rest = list(range(MONITOR_IDS + 1000, MONITOR_IDS + 10_000))
             start = time.perf_counter()
             ids: list[str] = []
-            self._extra = []
-            for i in range(0, len(rest), 500):  # give up once setup takes too long
-                if time.perf_counter() - start > self.real_setup_limit:
-                    raise RuntimeError(
-                        f"setup given up: {len(ids)} of {len(rest)} more held jobs submitted "
-                        f"in {time.perf_counter() - start:.0f}s "
-                        f"(limit {self.real_setup_limit:.0f}s)"
-                    )
-                ids += self.submit_setup(rest[i : i + 500])
+            try:
+                self.held_in_batches(self.submit_setup, rest, ids)
+            finally:  # what was made, for drop_extra_held
                 self._extra = list(zip(rest, ids, strict=False))
             self.setup_s["submit_9000_held_through_gateway"] = round(time.perf_counter() - start, 1)
         return self._extra
@@ -440,7 +372,7 @@ class IRIBench(Bench):
             workers = self.monitor_workers()
             workers += [self.worker(w, j) for w, j in self.extra_held()]
             self.monitor_row("monitor_10000_real", workers, len(workers))
-            self.rows[f"{self.version}.monitor_10000_real"]["note"] = (
+            self.rows[self.row_name("monitor_10000_real")]["note"] = (
                 "the loopback gateway answers each bulk request with its own squeue of every "
                 "job of its Unix account (10,000 held ones here, and the other test runs' "
                 "jobs): gateway_cpu_s and client_calls._statuses.mean_s show where the wall "
@@ -450,84 +382,20 @@ class IRIBench(Bench):
             if self.version == self.versions[-1]:
                 self.drop_extra_held()
 
-    def row_submit_200(self) -> None:
-        row, n, seconds = f"{self.version}.submit_200", 200, 5.0
-        forget_clients()  # a cold client: resource discovery and health are in the figure
-        GATE.forget()
-        created_before = set(self.gw.jobs_created())
-        first = SUBMIT_IDS[self.version]
-        workers = [self.worker(w) for w in range(first, first + n)]
-        self.gw.knobs(latency=LATENCY)
-        try:
-            results, fig = self.measure(lambda: IRISubmitter(**self.conf).submit_workers(workers))
-        finally:
-            self.gw.knobs(latency=0)
-        ok = sum(1 for r in results if r[0] is True)
-        refused = Counter(f"{r[0]}: {r[1][:160]}" for r in results if r[0] is not True)
-        made = [j for j in self.gw.jobs_created() if j not in created_before]
-        per_worker, states = self.jobs_by_tag(workers)
-        one_each = sum(
-            1 for ws in workers if per_worker.get(self.tag(ws.workerID)) == [str(ws.batchID)]
-        )
-        fig.update(n=n, latency_s=LATENCY, submitted=ok, sample_result=list(results[0]),
-                   not_submitted=dict(refused.most_common(3)), gateway_jobs_created=len(made),
-                   workers_with_exactly_their_job=one_each, slurm_states=states,
-                   sample_batch_id=workers[0].batchID)  # fmt: skip
-        self.rows[row] = fig
-        self.target(row, "wall", fig["wall_s"], f"< {seconds:g} s", fig["wall_s"] < seconds)
-        self.target(row, "all_submitted", ok, f"== {n}", ok == n)
-        self.target(row, "one_job_per_worker", {"gateway_jobs": len(made), "by_tag": one_each},
-                    f"{n} jobs made, each worker's tag names exactly its batch id",
-                    len(made) == n and one_each == n)  # fmt: skip
-
-    def jobs_by_tag(self, workers: list[WorkSpec]) -> tuple[dict[str, list[str]], dict[str, int]]:
-        """Every Slurm job carrying one of these workers' tags (live list, then accounting),
-        and their states (held jobs: PENDING/JobHeldUser)."""
-        tags = {self.tag(ws.workerID) for ws in workers}
-        found: dict[str, set[str]] = {}
-        states: Counter[str] = Counter()
-        for job in self.slurm.squeue_json():
-            if job.get("name") in tags:
-                found.setdefault(job["name"], set()).add(str(job.get("job_id")))
-                state = job.get("job_state")
-                state = "/".join(state) if isinstance(state, list) else str(state)
-                states[f"{state} ({job.get('state_reason', '')})"] += 1
-        for rec in self.slurm.sacct(names=sorted(tags)):  # ended ones (not expected: held)
-            found.setdefault(rec["jobname"], set()).add(rec["jobidraw"])
-        return {k: sorted(v) for k, v in found.items()}, dict(states)
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true",
-        help="construct and monitor_1000 only unless --rows names others",
+    parser = family_parser(
+        (__doc__ or "").splitlines()[0], ROWS, CHUNK, REAL_SETUP_LIMIT,
+        quick_help="construct and monitor_1000 only unless --rows names others",
+        chunk_help="the IRI plugins' own",
+        limit_help="submitting the 9,000 more held jobs",
     )  # fmt: skip
-    parser.add_argument(
-        "--rows", default="", help=f"comma-separated rows (default all): {','.join(ROWS)}"
-    )
     parser.add_argument(
         "--versions", default=",".join(VERSIONS), help="comma-separated API versions (v1,v2)"
     )
-    parser.add_argument(
-        "--chunk-size", type=int, default=CHUNK,
-        help=f"the queue's chunkSize (default {CHUNK}, the IRI plugins' own)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--real-setup-limit", type=float, default=REAL_SETUP_LIMIT,
-        help="monitor_10000_real: give up when submitting the 9,000 more held jobs takes "
-        f"longer (seconds, default {REAL_SETUP_LIMIT:g})",
-    )  # fmt: skip
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
-    named = [r.strip() for r in args.rows.split(",") if r.strip()]
-    unknown = [r for r in named if r not in ROWS]
-    if unknown:
-        parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
-    if named:
-        args.rows = named
-    else:
-        args.rows = [r for r in ROWS if not args.quick or r in ("construct", "monitor_1000")]
+    quick_rows = [r for r in ROWS if not args.quick or r in ("construct", "monitor_1000")]
+    args.rows = chosen_rows(parser, args.rows, ROWS, quick_rows)
     args.versions = [v.strip() for v in args.versions.split(",") if v.strip()]
     if not args.versions or not set(args.versions) <= set(VERSIONS):
         parser.error(f"versions: choose from {', '.join(VERSIONS)}")
@@ -546,9 +414,7 @@ def nest(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    slurm = LocalSlurm(default_slurm_conf())
-    if not slurm.available():
-        print(json.dumps({"error": "Slurm is not reachable (SLURM_CONF?)"}))
+    if slurm_missing():
         return 1
     root = Path(tempfile.mkdtemp(prefix="hedge-bench-iri-"))
     bench = IRIBench(root, args.quick, args.chunk_size, args.real_setup_limit)
@@ -564,22 +430,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for version in args.versions:
                 bench.use(version)
-                try:
-                    getattr(bench, f"row_{row}")()
-                except Exception as exc:  # a row that cannot run is a missed target, not a crash
-                    errors[f"{version}.{row}"] = f"{type(exc).__name__}: {exc}"
-                    bench.checks[f"{version}.{row}.ran"] = False
-                    bench.gw.knobs(latency=0)
+                bench.run_row(row, errors)
     finally:
         bench.drop_extra_held()
-        try:
-            cleanup = bench.cleanup()
-            cleanup["left_in_squeue"] = len(bench.live_jobs())
-        finally:
-            bench.gw.stop()
-            forget_clients()
-            if not args.keep:
-                shutil.rmtree(root, ignore_errors=True)
+        cleanup = close_bench(bench, root, args.keep, lambda: len(bench.live_jobs()))
     figures: dict[str, Any] = {
         "meta": {
             "rows": args.rows, "versions": args.versions, "quick": args.quick,
@@ -590,21 +444,14 @@ def main(argv: list[str] | None = None) -> int:
             "gateway": "separate process (python -m harvester_edge.localsite.iri_gateway), "
                        "v1 and v2 on one server, its sbatch with --hold",
             "call_deadline_s": bench.conf["callDeadline"],
-            "cpu_method": "time.process_time of this process (plugins + client, all threads)",
-            "rss_method": RSS_METHOD, "setup_s": bench.setup_s, "cleanup": cleanup,
-            "total_s": round(time.perf_counter() - started, 1),
+            **run_meta(bench, cleanup, started),
             # other work on the machine (test suites, Slurm daemons) shifts the wall figures
             "loadavg_start": [round(x, 2) for x in load_start],
             "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         },
         "rows": nest(bench.rows),
     }  # fmt: skip
-    if errors:
-        figures["errors"] = errors
-    figures["checks"] = bench.checks
-    figures["missed"] = [name for name, met in bench.checks.items() if not met]
-    print(to_json(figures))
-    return 0 if all(bench.checks.values()) else 1
+    return report(figures, bench, errors)
 
 
 if __name__ == "__main__":

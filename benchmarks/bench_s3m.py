@@ -52,11 +52,8 @@ Every Slurm job created here (directly or through the gateway) is cancelled at t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -68,25 +65,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # bench_sfapi sets SLURM_CONF's default and a fresh HARVESTER_ID before harvester_edge loads
 import bench_sfapi as base  # noqa: E402
-import httpx  # noqa: E402
+from _family import FamilyBench, chosen_rows, family_parser  # noqa: E402
 from bench_sfapi import (  # noqa: E402
     HELD,
     LATENCY,
     MONITOR_IDS,
-    RSS_METHOD,
     UNKNOWN_JOB_IDS,
     WARM_ID,
-    Bench,
-    ClientSpy,
     Gateway,
-    to_json,
+    close_bench,
+    report,
+    run_meta,
+    slurm_missing,
 )
 
-from harvester_edge.edge.health import GATE  # noqa: E402
-from harvester_edge.edge.tags import job_tag, queue_prefix  # noqa: E402
-from harvester_edge.facilities.registry import forget_clients  # noqa: E402
-from harvester_edge.harvester import WorkSpec, harvester_id  # noqa: E402
-from harvester_edge.localsite.slurm import LocalSlurm, default_slurm_conf  # noqa: E402
+from harvester_edge.edge.tags import queue_prefix  # noqa: E402
+from harvester_edge.harvester import WorkSpec  # noqa: E402
 from harvester_edge.plugins.s3m import S3MMonitor, S3MSubmitter  # noqa: E402
 
 QUEUE = "BENCH_S3M"
@@ -96,48 +90,38 @@ CHUNK = base.CHUNK  # the plugins' default chunkSize
 ROWS = ("construct", "submit_200", "monitor_1000", "monitor_10000", "monitor_10000_real")
 #: monitors first (the 200 submitted jobs come after), the real 10,000 last of them
 RUN_ORDER = ("construct", "monitor_1000", "monitor_10000", "monitor_10000_real", "submit_200")
-SUBMIT_IDS = base.SUBMIT_IDS
 #: the client methods whose calls ``client_calls`` reports
 POLL = ["poll", "_fetch_list", "_history", "_one_job", "find"]
 REAL_SETUP_LIMIT = 180.0
 WALLTIME = 300  # seconds; the template's own --time=5 says the same
-# The submitter's template (stock placeholder); held, so the jobs never run.
-TEMPLATE = base.TEMPLATE
 
 
 class S3MGatewayProcess(Gateway):
     """The loopback S3M gateway run as ``python -m harvester_edge.localsite.s3m_gateway``.
 
-    Only the start differs from ``bench_sfapi.Gateway`` (whose ``__init__`` starts the SFAPI
-    gateway): its few lines are copied here with S3M's command line and start-up answer; the
-    admin methods (state, counters, jobs_created, reset_counters, knobs, cpu_seconds, stop)
-    are inherited unchanged."""
+    Only the start differs from ``bench_sfapi.Gateway``: S3M's command line and start-up
+    answer; the admin methods (state, counters, jobs_created, reset_counters, knobs,
+    cpu_seconds, stop) are inherited unchanged."""
 
     def __init__(self, root: Path, token_file: Path):  # noqa: D107 (no super: SFAPI's start)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "harvester_edge.localsite.s3m_gateway",
-                "--token-file", str(token_file), "--workdir", str(root),
-            ],
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
+        info = self._start(
+            "s3m_gateway", "S3M gateway",
+            ["--token-file", str(token_file), "--workdir", str(root)],
         )  # fmt: skip
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"S3M gateway did not start (exit {self.proc.wait()})")
-        info = json.loads(line)
         self.base_url: str = info["base_url"]
         self.project: str = info["project"]
         self.token_file = Path(info["token_file"])
-        self._admin = httpx.Client(base_url=info["admin_url"], timeout=60)
-        self._ticks = os.sysconf("SC_CLK_TCK")
 
 
-class S3MBench(Bench):
-    """``bench_sfapi.Bench`` with the S3M gateway, queue config and plugins; the generic
-    helpers (sbatch_tagged, held_workers, cleanup, budget, measure, target) are inherited."""
+class S3MBench(FamilyBench):
+    """``_family.FamilyBench`` with the S3M gateway, queue config and plugins; the generic
+    helpers (sbatch_tagged, held_workers, cleanup, budget, measure, target, submit_200) are
+    inherited."""
+
+    queue = QUEUE
+    submitter_cls = S3MSubmitter
+    monitor_cls = S3MMonitor
+    poll_names = POLL
 
     def __init__(
         self,
@@ -145,18 +129,8 @@ class S3MBench(Bench):
         quick: bool,
         chunk: int = CHUNK,
         real_setup_limit: float = REAL_SETUP_LIMIT,
-    ):  # no super().__init__: it starts the SFAPI gateway
-        self.root = root
-        self.chunk = chunk
-        self.quick = quick
-        self.real_10000 = False
-        self.real_setup_limit = real_setup_limit
-        self.slurm = LocalSlurm(default_slurm_conf())
-        self.hid = harvester_id()
-        self.created: list[str] = []
-        (root / "template.sh").write_text(TEMPLATE)
-        (root / "work").mkdir()  # remoteWorkDir's fixed part: S3M starts the job in it
-        self.gw = S3MGatewayProcess(root, root / f"{RESOURCE}.token")
+    ):
+        super().__init__(root, quick, chunk, real_setup_limit)
         self.conf: dict[str, Any] = {
             "queueName": QUEUE, "siteName": QUEUE, "apiUrl": self.gw.base_url,
             "resource": RESOURCE, "apiVersion": API_VERSION,
@@ -167,22 +141,12 @@ class S3MBench(Bench):
             "walltimeSeconds": WALLTIME,
             "chunkSize": chunk, "submitConcurrency": 16, "readTimeout": 60, "callDeadline": 120,
         }  # fmt: skip
-        self.rows: dict[str, dict[str, Any]] = {}
-        self.checks: dict[str, bool] = {}
-        self.setup_s: dict[str, float] = {}
         self.notes: dict[str, str] = {}
         self._held: list[WorkSpec] | None = None
         self._ending: list[WorkSpec] | None = None
-        self._warm: WorkSpec | None = None
 
-    # workers ---------------------------------------------------------------------------
-    def tag(self, wid: int) -> str:
-        return job_tag(self.hid, QUEUE, wid)
-
-    def worker(self, wid: int, job_id: str | None = None) -> WorkSpec:
-        ws = super().worker(wid, job_id)  # tag and work dir from this class
-        ws.computingSite = QUEUE
-        return ws
+    def start_gateway(self, root: Path) -> Gateway:
+        return S3MGatewayProcess(root, root / f"{RESOURCE}.token")
 
     def share_seconds(self) -> float:
         client = S3MMonitor(**self.conf).edge_client()
@@ -206,42 +170,11 @@ class S3MBench(Bench):
         client = S3MMonitor(**self.conf).edge_client()
         return int(client.settings.concurrency)  # type: ignore[attr-defined]
 
-    def measure_check(
-        self, workers: list[WorkSpec], conf: dict[str, Any] | None = None
-    ) -> tuple[Any, dict[str, Any]]:
-        """One check_workers by a new monitor (Harvester builds one per cycle), with the
-        shared client's list, history and per-job calls timed."""
-        conf = conf or self.conf
-        spy = ClientSpy(self.gw)
-        client = S3MMonitor(**conf).edge_client()
-        with spy.watch(client, POLL):
-            result, fig = self.measure(lambda: S3MMonitor(**conf).check_workers(workers))
-        calls = spy.summary()
-        for stats in calls.values():
-            stats["mean_s"] = round(stats["total_s"] / stats["calls"], 4)
-        fig["client_calls"] = calls
-        return result, fig
-
-    # rows ------------------------------------------------------------------------------
-    def row_construct(self) -> None:
-        def build() -> None:
-            for _ in range(1000):
-                S3MSubmitter(**self.conf)
-                S3MMonitor(**self.conf)
-
-        _, fig = self.measure(build)
-        fig["us_per_plugin"] = round(fig["wall_s"] / 2000 * 1e6, 1)
-        self.rows["construct"] = fig
-        self.target("construct", "no_io", fig["requests"], "== 0", fig["requests"] == 0)
-
+    # rows (construct and submit_200: FamilyBench's) -------------------------------------
     def monitor_row(self, row: str, workers: list[WorkSpec], n_real: int) -> dict[str, Any]:
         """One measured check at 50 ms; the figures and the targets every monitor row has."""
         self.warm()
-        self.gw.knobs(latency=LATENCY)
-        try:
-            (_, answers), fig = self.measure_check(workers)
-        finally:
-            self.gw.knobs(latency=0)
+        answers, fig = self.latency_check(workers)
         statuses = Counter(a[0] or "None" for a in answers)
         by_key = fig["requests_by_key"]
         fig.update(
@@ -250,11 +183,8 @@ class S3MBench(Bench):
             list_requests=by_key.get("jobs", 0), history_requests=by_key.get("job", 0),
             request_budget=self.budget(len(workers)),
         )  # fmt: skip
-        unanswered = [a[1] for a in answers if a[0] is None]
-        if unanswered:
-            fig["sample_unanswered"] = unanswered[0][:200]
         self.rows[row] = fig
-        self.target(row, "wall", fig["wall_s"], "< 2 s", fig["wall_s"] < 2.0)
+        self.target_wall(row, 2.0)
         real_answers = answers[:n_real]
         live = Counter(a[0] or "None" for a in real_answers)
         self.target(row, "live_jobs_submitted", dict(live), "all 'submitted'",
@@ -265,8 +195,7 @@ class S3MBench(Bench):
         workers = self.held_workers()
         row = "monitor_1000"
         fig = self.monitor_row(row, workers, len(workers))
-        limit = self.budget(len(workers))
-        self.target(row, "requests", fig["requests"], f"<= {limit}", fig["requests"] <= limit)
+        self.target_at_most(row, "requests", fig["requests"], self.budget(len(workers)))
         self.target(row, "no_history_for_live_jobs", fig["history_requests"], "== 0",
                     fig["history_requests"] == 0)  # fmt: skip
 
@@ -305,32 +234,20 @@ class S3MBench(Bench):
         start = time.perf_counter()
         extra_ids: list[str] = []
         try:
-            for i in range(0, len(rest), 500):  # give up once setup takes too long
-                if time.perf_counter() - start > self.real_setup_limit:
-                    raise RuntimeError(
-                        f"setup given up: {len(extra_ids)} of {len(rest)} more held jobs "
-                        f"submitted in {time.perf_counter() - start:.0f}s "
-                        f"(limit {self.real_setup_limit:.0f}s)"
-                    )
-                extra_ids += self.sbatch_tagged(HELD, rest[i : i + 500])
+            self.held_in_batches(lambda wids: self.sbatch_tagged(HELD, wids), rest, extra_ids)
             self.setup_s["sbatch_9000_held"] = round(time.perf_counter() - start, 1)
             workers = [self.worker(ws.workerID, ws.batchID) for ws in held]
             workers += [self.worker(w, j) for w, j in zip(rest, extra_ids, strict=True)]
             row = "monitor_10000_real"
             fig = self.monitor_row(row, workers, len(workers))
-            limit = self.budget(len(workers))
-            self.target(row, "requests", fig["requests"], f"<= {limit}",
-                        fig["requests"] <= limit)  # fmt: skip
+            self.target_at_most(row, "requests", fig["requests"], self.budget(len(workers)))
             self.target(row, "no_history_for_live_jobs", fig["history_requests"], "== 0",
                         fig["history_requests"] == 0)  # fmt: skip
             # not a target: the same check in one chunk (one poll, so one list request)
             conf = {**self.conf, "chunkSize": len(workers)}
             self.warm(conf)
-            self.gw.knobs(latency=LATENCY)
-            try:
+            with self.latency():
                 (_, again), var = self.measure_check(workers, conf)
-            finally:
-                self.gw.knobs(latency=0)
             keep = ("wall_s", "cpu_s", "rss_peak_mib", "requests", "requests_by_key",
                     "gateway_cpu_s")  # fmt: skip
             fig["variants_info"] = {
@@ -347,88 +264,22 @@ class S3MBench(Bench):
             self.created = [j for j in self.created if j not in gone]
             self.setup_s["scancel_9000_held"] = round(time.perf_counter() - start, 1)
 
-    def row_submit_200(self) -> None:
-        row, n, seconds = "submit_200", 200, 5.0
-        forget_clients()  # a cold client: status and introspection are part of the figure
-        GATE.forget()
-        created_before = set(self.gw.jobs_created())
-        workers = [self.worker(w) for w in range(SUBMIT_IDS, SUBMIT_IDS + n)]
-        self.gw.knobs(latency=LATENCY)
-        try:
-            results, fig = self.measure(lambda: S3MSubmitter(**self.conf).submit_workers(workers))
-        finally:
-            self.gw.knobs(latency=0)
-        ok = sum(1 for r in results if r[0] is True)
-        refused = Counter(f"{r[0]}: {r[1][:160]}" for r in results if r[0] is not True)
-        made = [j for j in self.gw.jobs_created() if j not in created_before]
-        per_worker, states = self.jobs_by_tag(workers)
-        one_each = sum(
-            1 for ws in workers if per_worker.get(self.tag(ws.workerID)) == [str(ws.batchID)]
-        )
-        fig.update(n=n, latency_s=LATENCY, submitted=ok, sample_result=list(results[0]),
-                   not_submitted=dict(refused.most_common(3)), gateway_jobs_created=len(made),
-                   workers_with_exactly_their_job=one_each, slurm_states=states,
-                   sample_batch_id=workers[0].batchID)  # fmt: skip
-        self.rows[row] = fig
-        self.target(row, "wall", fig["wall_s"], f"< {seconds:g} s", fig["wall_s"] < seconds)
-        self.target(row, "all_submitted", ok, f"== {n}", ok == n)
-        self.target(row, "one_job_per_worker", {"gateway_jobs": len(made), "by_tag": one_each},
-                    f"{n} jobs made, each worker's tag names exactly its batch id",
-                    len(made) == n and one_each == n)  # fmt: skip
-
-    def jobs_by_tag(self, workers: list[WorkSpec]) -> tuple[dict[str, list[str]], dict[str, int]]:
-        """Every Slurm job carrying one of these workers' tags (live list, then accounting),
-        and their states (held jobs: PENDING/JobHeldUser)."""
-        tags = {self.tag(ws.workerID) for ws in workers}
-        found: dict[str, set[str]] = {}
-        states: Counter[str] = Counter()
-        for job in self.slurm.squeue_json():
-            if job.get("name") in tags:
-                found.setdefault(job["name"], set()).add(str(job.get("job_id")))
-                state = job.get("job_state")
-                state = "/".join(state) if isinstance(state, list) else str(state)
-                states[f"{state} ({job.get('state_reason', '')})"] += 1
-        for rec in self.slurm.sacct(names=sorted(tags)):  # ended ones (not expected: held)
-            found.setdefault(rec["jobname"], set()).add(rec["jobidraw"])
-        return {k: sorted(v) for k, v in found.items()}, dict(states)
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true",
-        help="leave out monitor_10000_real (9,000 more held jobs) unless named in --rows",
+    parser = family_parser(
+        (__doc__ or "").splitlines()[0], ROWS, CHUNK, REAL_SETUP_LIMIT,
+        quick_help="leave out monitor_10000_real (9,000 more held jobs) unless named in --rows",
+        chunk_help="the plugins' own", limit_help="sbatch of the 9,000 more held jobs",
     )  # fmt: skip
-    parser.add_argument(
-        "--rows", default="", help=f"comma-separated rows (default all): {','.join(ROWS)}"
-    )
-    parser.add_argument(
-        "--chunk-size", type=int, default=CHUNK,
-        help=f"the queue's chunkSize (default {CHUNK}, the plugins' own)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--real-setup-limit", type=float, default=REAL_SETUP_LIMIT,
-        help="monitor_10000_real: give up when sbatch of the 9,000 more held jobs takes longer "
-        f"(seconds, default {REAL_SETUP_LIMIT:g})",
-    )  # fmt: skip
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
-    named = [r.strip() for r in args.rows.split(",") if r.strip()]
-    unknown = [r for r in named if r not in ROWS]
-    if unknown:
-        parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
-    if named:
-        args.rows = named
-    else:
-        args.rows = [r for r in ROWS if not (args.quick and r == "monitor_10000_real")]
+    quick_rows = [r for r in ROWS if not (args.quick and r == "monitor_10000_real")]
+    args.rows = chosen_rows(parser, args.rows, ROWS, quick_rows)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    slurm = LocalSlurm(default_slurm_conf())
-    if not slurm.available():
-        print(json.dumps({"error": "Slurm is not reachable (SLURM_CONF?)"}))
+    if slurm_missing():
         return 1
     root = Path(tempfile.mkdtemp(prefix="hedge-bench-s3m-"))
     bench = S3MBench(root, args.quick, args.chunk_size, args.real_setup_limit)
@@ -442,29 +293,19 @@ def main(argv: list[str] | None = None) -> int:
     cleanup: dict[str, Any] = {}
     try:
         for row in RUN_ORDER:
-            if row not in args.rows:
-                continue
-            try:
-                getattr(bench, f"row_{row}")()
-            except Exception as exc:  # a row that cannot run is a missed target, not a crash
-                errors[row] = f"{type(exc).__name__}: {exc}"
-                bench.checks[f"{row}.ran"] = False
-                bench.gw.knobs(latency=0)
+            if row in args.rows:
+                bench.run_row(row, errors)
     finally:
-        try:
-            cleanup = bench.cleanup()
-            prefix = queue_prefix(bench.hid, QUEUE)
-            cleanup["left_in_squeue"] = sum(
+        prefix = queue_prefix(bench.hid, QUEUE)
+        cleanup = close_bench(
+            bench, root, args.keep,
+            lambda: sum(
                 1
-                for j in slurm.squeue_json()
+                for j in bench.slurm.squeue_json()
                 if str(j.get("name", "")).startswith(prefix)
                 and "CANCELLED" not in str(j.get("job_state"))
-            )
-        finally:
-            bench.gw.stop()
-            forget_clients()
-            if not args.keep:
-                shutil.rmtree(root, ignore_errors=True)
+            ),
+        )  # fmt: skip
     figures: dict[str, Any] = {
         "meta": {
             "rows": args.rows, "quick": args.quick, "chunk_size": bench.chunk,
@@ -475,20 +316,13 @@ def main(argv: list[str] | None = None) -> int:
             "gateway": "separate process (python -m harvester_edge.localsite.s3m_gateway); "
                        "its sbatch calls run 8 at a time",
             "call_deadline_s": bench.conf["callDeadline"],
-            "cpu_method": "time.process_time of this process (plugins + client, all threads)",
-            "rss_method": RSS_METHOD, "setup_s": bench.setup_s, "cleanup": cleanup,
-            "total_s": round(time.perf_counter() - started, 1),
+            **run_meta(bench, cleanup, started),
             # other work on the machine (test suites, Slurm daemons) shifts the wall figures
             "loadavg_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         },
         "rows": {row: bench.rows[row] for row in ROWS if row in bench.rows},
     }  # fmt: skip
-    if errors:
-        figures["errors"] = errors
-    figures["checks"] = bench.checks
-    figures["missed"] = [name for name, met in bench.checks.items() if not met]
-    print(to_json(figures))
-    return 0 if all(bench.checks.values()) else 1
+    return report(figures, bench, errors)
 
 
 if __name__ == "__main__":

@@ -189,24 +189,35 @@ class Gateway:
     steered through its admin endpoints (loopback only, not counted, never delayed)."""
 
     def __init__(self, root: Path, key: Path):
+        info = self._start(
+            "sfapi_gateway", "gateway",
+            ["--key-file", str(key), "--workdir", str(root), "--file-root", str(root)],
+            admin_timeout=30,
+        )  # fmt: skip
+        self.api_url: str = info["api_url"]
+        self.token_url: str = info["token_url"]
+
+    def _start(
+        self, module: str, what: str, args: list[str], admin_timeout: float = 60,
+        env: dict[str, str] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Start ``python -m harvester_edge.localsite.<module> <args>`` and read its start-up
+        answer (one JSON line, which names the admin URL); every family's gateway starts so."""
         self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "harvester_edge.localsite.sfapi_gateway",
-                "--key-file", str(key), "--workdir", str(root), "--file-root", str(root),
-            ],
+            [sys.executable, "-m", f"harvester_edge.localsite.{module}", *args],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
+            env=env,
             text=True,
-        )  # fmt: skip
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"gateway did not start (exit {self.proc.wait()})")
-        info = json.loads(line)
-        self.api_url: str = info["api_url"]
-        self.token_url: str = info["token_url"]
-        self._admin = httpx.Client(base_url=info["admin_url"], timeout=30)
+            raise RuntimeError(f"{what} did not start (exit {self.proc.wait()})")
+        info: dict[str, Any] = json.loads(line)
+        self._admin = httpx.Client(base_url=info["admin_url"], timeout=admin_timeout)
         self._ticks = os.sysconf("SC_CLK_TCK")
+        return info
 
     def state(self) -> dict[str, Any]:
         answer = self._admin.get("/state")
@@ -309,6 +320,14 @@ class ClientSpy:
 
 # the bench ---------------------------------------------------------------------------------
 class Bench:
+    """The SFAPI rows, and the generic helpers every family's bench inherits (bench_s3m.py and
+    bench_iri.py through ``_family.FamilyBench``): jobs by tag, cleanup, measuring, targets,
+    the latency knob, one row run."""
+
+    queue = QUEUE
+    submitter_cls: Any = SFAPISubmitter
+    monitor_cls: Any = SFAPIMonitor
+
     def __init__(self, root: Path, quick: bool, real_10000: bool = False, chunk: int = CHUNK):
         self.root = root
         self.chunk = chunk
@@ -338,13 +357,13 @@ class Bench:
 
     # workers and jobs ------------------------------------------------------------------
     def tag(self, wid: int) -> str:
-        return job_tag(self.hid, QUEUE, wid)
+        return job_tag(self.hid, self.queue, wid)
 
     def worker(self, wid: int, job_id: str | None = None) -> WorkSpec:
         """A worker as the submitter leaves it (built like tests/sfapi/conftest.py)."""
         ws = WorkSpec()
         ws.workerID = wid
-        ws.computingSite = QUEUE
+        ws.computingSite = self.queue
         ws.mapType = WorkSpec.MT_NoJob
         ws.nCore = 1
         ws.maxWalltime = 600
@@ -461,17 +480,52 @@ class Bench:
         }
         self.checks[f"{row}.{name}"] = bool(met)
 
+    def target_at_most(self, row: str, name: str, value: Any, limit: float) -> None:
+        """The target ``value <= limit`` (request budgets)."""
+        self.target(row, name, value, f"<= {limit}", value <= limit)
+
+    def target_wall(self, row: str, seconds: float) -> None:
+        """The target ``wall_s < seconds`` of the row's figures."""
+        wall = self.rows[row]["wall_s"]
+        self.target(row, "wall", wall, f"< {seconds:g} s", wall < seconds)
+
+    @contextmanager
+    def latency(self) -> Iterator[None]:
+        """The gateway delays every counted request by LATENCY inside the block."""
+        self.gw.knobs(latency=LATENCY)
+        try:
+            yield
+        finally:
+            self.gw.knobs(latency=0)
+
+    def row_name(self, name: str) -> str:
+        """The key of a row's figures (bench_iri prefixes the API version)."""
+        return name
+
+    def run_row(self, row: str, errors: dict[str, str], **reset: Any) -> None:
+        """Run ``row_<row>``; a row that cannot run is a missed target (``<key>.ran``), not a
+        crash: its error is kept and the gateway's knobs set back (latency 0, ``reset``)."""
+        key = self.row_name(row)
+        try:
+            getattr(self, f"row_{row}")()
+        except Exception as exc:
+            errors[key] = f"{type(exc).__name__}: {exc}"
+            self.checks[f"{key}.ran"] = False
+            self.gw.knobs(latency=0, **reset)
+
     # rows ------------------------------------------------------------------------------
     def row_construct(self) -> None:
+        row = self.row_name("construct")
+
         def build() -> None:
             for _ in range(1000):
-                SFAPISubmitter(**self.conf)
-                SFAPIMonitor(**self.conf)
+                self.submitter_cls(**self.conf)
+                self.monitor_cls(**self.conf)
 
         _, fig = self.measure(build)
         fig["us_per_plugin"] = round(fig["wall_s"] / 2000 * 1e6, 1)
-        self.rows["construct"] = fig
-        self.target("construct", "no_io", fig["requests"], "== 0", fig["requests"] == 0)
+        self.rows[row] = fig
+        self.target(row, "no_io", fig["requests"], "== 0", fig["requests"] == 0)
 
     def row_monitor_1000(self) -> None:
         workers = self.held_workers()
@@ -481,7 +535,7 @@ class Bench:
         fig.update(n=len(workers), statuses=dict(statuses))
         self.rows["monitor_1000"] = fig
         row, limit = "monitor_1000", self.budget(len(workers))
-        self.target(row, "requests", fig["requests"], f"<= {limit}", fig["requests"] <= limit)
+        self.target_at_most(row, "requests", fig["requests"], limit)
         tokens = fig["requests_by_key"].get("token", 0)
         self.target(row, "no_token", tokens, "== 0", tokens == 0)
         self.target(row, "all_submitted", dict(statuses), "all 'submitted'",
@@ -534,12 +588,9 @@ class Bench:
         self.setup_s["wait_500_in_accounting"] = round(time.perf_counter() - start, 1)
         with_summary = self.write_summaries(workers)
         self.warm()
-        self.gw.knobs(latency=LATENCY)
-        try:
+        with self.latency():
             (_, first), fig = self.measure_check(workers)
             (_, second), again = self.measure_check(workers)
-        finally:
-            self.gw.knobs(latency=0)
         row, n = "check_after_finish", len(workers)
         final = {"finished", "failed", "cancelled"}
         summarised = sum(
@@ -568,12 +619,11 @@ class Bench:
         )
         fig["second_check"] = again
         self.rows[row] = fig
-        self.target(row, "wall", fig["wall_s"], "< 2 s", fig["wall_s"] < 2.0)
+        self.target_wall(row, 2.0)
         file_reads = sum(v for k, v in fig["requests_by_key"].items()
                          if k in ("command", "utilities", "task", "tasks"))  # fmt: skip
         fig["summary_read_requests"] = file_reads
-        self.target(row, "summary_read_requests", file_reads, f"<= {self.budget(n)}",
-                    file_reads <= self.budget(n))  # fmt: skip
+        self.target_at_most(row, "summary_read_requests", file_reads, self.budget(n))
         self.target(row, "all_final", fig["statuses"], "all final",
                     set(fig["statuses"]) <= final)  # fmt: skip
         self.target(row, "summaries_used", summarised, f"== {len(with_summary)}",
@@ -641,12 +691,8 @@ class Bench:
         self.warm()
         client = SFAPISweeper(**self.conf).edge_client()
         spy = ClientSpy(self.gw)
-        self.gw.knobs(latency=LATENCY)
-        try:
-            with spy.watch(client, ["cancel", *POLL, "find"], with_requests=["cancel"]):
-                results, fig = self.measure(lambda: SFAPISweeper(**self.conf).kill_workers(workers))
-        finally:
-            self.gw.knobs(latency=0)
+        with self.latency(), spy.watch(client, ["cancel", *POLL, "find"], with_requests=["cancel"]):
+            results, fig = self.measure(lambda: SFAPISweeper(**self.conf).kill_workers(workers))
         row, n = "kill_500", len(workers)
         killed = sum(1 for ok, _ in results if ok)
         calls = spy.summary()
@@ -659,8 +705,7 @@ class Bench:
                    request_budget=self.budget(n), sample_result=list(results[0]))  # fmt: skip
         self.rows[row] = fig
         self.target(row, "cancel_wall", cancel_wall, "< 1 s", cancel_wall < 1.0)
-        self.target(row, "cancel_requests", cancel_requests, f"<= {self.budget(n)}",
-                    cancel_requests <= self.budget(n))  # fmt: skip
+        self.target_at_most(row, "cancel_requests", cancel_requests, self.budget(n))
         self.target(row, "all_killed", killed, f"== {n}", killed == n)
 
     def row_submit_200(self) -> None:
@@ -674,17 +719,14 @@ class Bench:
         GATE.forget()
         created_before = len(self.gw.jobs_created())
         workers = [self.worker(w) for w in range(first_id, first_id + n)]
-        self.gw.knobs(latency=LATENCY)
-        try:
+        with self.latency():
             results, fig = self.measure(lambda: SFAPISubmitter(**self.conf).submit_workers(workers))
-        finally:
-            self.gw.knobs(latency=0)
         ok = sum(1 for r in results if r[0] is True)
         refused = Counter(f"{r[0]}: {r[1][:160]}" for r in results if r[0] is not True)
         fig.update(n=n, latency_s=LATENCY, submitted=ok, sample_result=list(results[0]),
                    not_submitted=dict(refused.most_common(3)))  # fmt: skip
         self.rows[row] = fig
-        self.target(row, "wall", fig["wall_s"], f"< {seconds:g} s", fig["wall_s"] < seconds)
+        self.target_wall(row, seconds)
         self.target(row, "all_submitted", ok, f"== {n}", ok == n)
         # let the gateway's submit tasks run, so cleanup cancels every job
         deadline = time.monotonic() + 120
@@ -729,9 +771,56 @@ class Bench:
                    calls=sum(calls), api_requests_beyond_calls=answered - sum(calls),
                    errors=len(errors), first_error=errors[0][:200] if errors else None)  # fmt: skip
         self.rows[row] = fig
-        self.target(row, "grants", grants, f"<= {limit}", grants <= limit)
+        self.target_at_most(row, "grants", grants, limit)
         self.target(row, "no_errors", len(errors), "== 0", not errors)
         forget_clients()
+
+
+def slurm_missing() -> bool:
+    """True, with the one-line JSON error every bench prints then, when Slurm does not answer."""
+    if LocalSlurm(default_slurm_conf()).available():
+        return False
+    print(json.dumps({"error": "Slurm is not reachable (SLURM_CONF?)"}))
+    return True
+
+
+def run_meta(bench: Bench, cleanup: dict[str, Any], started: float) -> dict[str, Any]:
+    """The ``meta`` entries of every bench: how CPU and RSS are measured, the set-up times,
+    the cleanup and the run's total time (since ``started``, a ``perf_counter``)."""
+    return {
+        "cpu_method": "time.process_time of this process (plugins + client, all threads)",
+        "rss_method": RSS_METHOD,
+        "setup_s": bench.setup_s,
+        "cleanup": cleanup,
+        "total_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def close_bench(
+    bench: Bench, root: Path, keep: bool, count_left: Callable[[], int] | None = None
+) -> dict[str, Any]:
+    """After the rows: cancel every job made (``bench.cleanup``; ``left_in_squeue`` counted by
+    ``count_left``), then stop the gateway, drop the clients and the temporary directory."""
+    try:
+        cleanup = bench.cleanup()
+        if count_left is not None:
+            cleanup["left_in_squeue"] = count_left()
+    finally:
+        bench.gw.stop()
+        forget_clients()
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return cleanup
+
+
+def report(figures: dict[str, Any], bench: Bench, errors: dict[str, str]) -> int:
+    """Print the figures with the errors and every target; exit status 1 when one is missed."""
+    if errors:
+        figures["errors"] = errors
+    figures["checks"] = bench.checks
+    figures["missed"] = [name for name, met in bench.checks.items() if not met]
+    print(to_json(figures))
+    return 0 if all(bench.checks.values()) else 1
 
 
 def to_json(value: Any, indent: int = 0) -> str:
@@ -781,9 +870,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    slurm = LocalSlurm(default_slurm_conf())
-    if not slurm.available():
-        print(json.dumps({"error": "Slurm is not reachable (SLURM_CONF?)"}))
+    if slurm_missing():
         return 1
     root = Path(tempfile.mkdtemp(prefix="hedge-bench-"))
     bench = Bench(root, args.quick, args.real_10000, args.chunk_size)
@@ -795,42 +882,23 @@ def main(argv: list[str] | None = None) -> int:
         if "check_after_finish" in args.rows:
             bench.start_ending_jobs()
         for row in RUN_ORDER:
-            if row not in args.rows:
-                continue
-            try:
-                getattr(bench, f"row_{row}")()
-            except Exception as exc:  # a row that cannot run is a missed target, not a crash
-                errors[row] = f"{type(exc).__name__}: {exc}"
-                bench.checks[f"{row}.ran"] = False
-                bench.gw.knobs(latency=0, token_lifetime=600)
+            if row in args.rows:
+                bench.run_row(row, errors, token_lifetime=600)
     finally:
-        try:
-            cleanup = bench.cleanup()
-        finally:
-            bench.gw.stop()
-            forget_clients()
-            if not args.keep:
-                shutil.rmtree(root, ignore_errors=True)
+        cleanup = close_bench(bench, root, args.keep)
     figures: dict[str, Any] = {
         "meta": {
             "rows": args.rows, "quick": args.quick, "real_10000": args.real_10000,
             "chunk_size": bench.chunk,
             "query_concurrency": 4, "latency_rows_s": LATENCY, "cpus": os.cpu_count(),
             "gateway": "separate process (python -m harvester_edge.localsite.sfapi_gateway)",
-            "cpu_method": "time.process_time of this process (plugins + client, all threads)",
-            "rss_method": RSS_METHOD, "setup_s": bench.setup_s, "cleanup": cleanup,
-            "total_s": round(time.perf_counter() - started, 1),
+            **run_meta(bench, cleanup, started),
             # other work on the machine (test suites, Slurm daemons) shifts the wall figures
             "loadavg_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         },
         "rows": {row: bench.rows[row] for row in ROWS if row in bench.rows},
     }  # fmt: skip
-    if errors:
-        figures["errors"] = errors
-    figures["checks"] = bench.checks
-    figures["missed"] = [name for name, met in bench.checks.items() if not met]
-    print(to_json(figures))
-    return 0 if all(bench.checks.values()) else 1
+    return report(figures, bench, errors)
 
 
 if __name__ == "__main__":

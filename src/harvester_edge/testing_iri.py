@@ -65,7 +65,6 @@ from ``httpx`` (``connect`` -> ``ConnectError``, not sent; ``timeout``/``hang`` 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import re
 import threading
@@ -75,9 +74,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import Any
-from unittest import mock
 
 import httpx
 import respx
@@ -91,6 +88,7 @@ from .localsite.iri_spec import SpecInvalid, parse_job_spec
 from .localsite.iri_states import job_status
 from .localsite.s3m_auth import write_token_file
 from .testing import FakeFacility, FakeJob
+from .testing_http import MountedDouble
 
 __all__ = ["DEFAULT_API_URL", "IRIDouble"]
 
@@ -99,7 +97,6 @@ DEFAULT_API_URL = "https://iri.double.invalid/api"
 DEFAULT_TOKEN_LIFETIME = 30 * 86400.0
 _NAMESPACE = uuid.UUID("6d1f2a8e-4c1b-4d53-9a57-2f8f0d3c9e11")
 _FAKE_WORDS = re.compile(r"^fake \w+: (?:HTTP \d+: )?")
-_UNENCODABLE = "the job header cannot be read (scripted fault 'unencodable')"
 _TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -228,7 +225,7 @@ class _Problem(Exception):
         self.headers = dict(headers or {})
 
 
-class IRIDouble:
+class IRIDouble(MountedDouble):
     """The IRI status and compute routes of one resource and API version, over ``facility``.
 
     :param facility: the scripted scheduler behind the routes (its faults apply).
@@ -347,29 +344,8 @@ class IRIDouble:
         for method, path, handler in routes:
             pattern = re.compile(path + r"(?:\?.*)?\Z")
             router.route(method=method, url__regex=pattern).mock(side_effect=self._wrap(handler))
-        self._encoder = mock.patch.object(
-            iri_client, "psij_job_spec", self._encoding(iri_client.psij_job_spec)
-        )
-        router.start()
-        self._encoder.start()
-        self._mock = router
+        self._mount(router, iri_client, "psij_job_spec")
         return self
-
-    def stop(self) -> None:
-        if self._mock is None:
-            return
-        self._encoder.stop()
-        self._mock.stop()
-        self._mock.reset()
-        self._mock = None
-
-    def __enter__(self) -> IRIDouble:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ plumbing
     def _wrap(
@@ -420,27 +396,6 @@ class IRIDouble:
             raise _Problem(401, detail, challenge)
         if credential.expires_at is not None and time.time() >= credential.expires_at:
             raise _Problem(401, "Facility Specific authentication failed: token expired", challenge)
-
-    def _encoding(self, encode: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-        """The client's encoder, refusing the next spec when ``unencodable`` is scripted."""
-
-        def encoder(spec: JobSpec, *args: Any, **kwargs: Any) -> dict[str, Any]:
-            if self._take_fault("submit", "unencodable"):
-                spec = dataclasses.replace(spec, header_problem=_UNENCODABLE)
-            return encode(spec, *args, **kwargs)
-
-        return encoder
-
-    def _take_fault(self, operation: str, fault: str) -> bool:
-        """Drop ``fault`` when it is the next one queued for ``operation`` (not counted as a
-        request: it never reaches the service)."""
-        fake = self.facility
-        with fake._lock:
-            queued = fake._faults.get(operation)
-            if queued and queued[0] == fault:
-                queued.popleft()
-                return True
-        return False
 
     def _failure(self, exc: EdgeAPIError, request: httpx.Request) -> _Problem:
         """The fake's error as an IRI problem; a network fault is raised as ``httpx`` does."""

@@ -57,7 +57,6 @@ apply to, as ever.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import threading
@@ -65,13 +64,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
-from unittest import mock
 
-import requests
 import responses
-from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from .edge.spec import JobSpec
 from .edge.states import is_submit_limit
@@ -91,6 +86,7 @@ from .localsite.s3m_slurm import (
     slurm_error,
 )
 from .testing import FakeFacility, FakeJob
+from .testing_http import MountedDouble, requests_network_error
 
 __all__ = ["DEFAULT_API_URL", "S3MDouble"]
 
@@ -106,7 +102,6 @@ _RESOURCE_STATUS = {"degraded": "DEGRADED", "unknown": "UNKNOWN"}
 _LIST_OPERATIONS = ("find", "query", "live")
 _SUBMIT_SOURCE = "slurm_submit_batch_job()"
 _FAKE_WORDS = re.compile(r"^fake \w+: (?:HTTP \d+: )?(?:sbatch: error: )?")
-_UNENCODABLE = "the job header cannot be read (scripted fault 'unencodable')"
 
 Answer = tuple[int, dict[str, str], str]
 
@@ -124,17 +119,6 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Answ
 def _s3m_error(status: int, message: str, headers: dict[str, str] | None = None) -> Answer:
     """S3M's own error (token, gateway, upstream): a gRPC-gateway body."""
     return _json(status, {"code": _GRPC.get(status, 2), "message": message, "details": []}, headers)
-
-
-def _network_error(exc: EdgeNetworkError) -> requests.RequestException:
-    """What ``requests`` raises for the fake's network fault (the transport reads the kind)."""
-    if not exc.maybe_sent:
-        refused = NewConnectionError(None, "Connection refused")  # type: ignore[arg-type]
-        return requests.exceptions.ConnectionError(MaxRetryError(None, "/", refused))  # type: ignore[arg-type]
-    if exc.silent:
-        return requests.exceptions.ReadTimeout("Read timed out.")
-    reset = ConnectionResetError(104, "Connection reset by peer")
-    return requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", reset))
 
 
 def _wait_status(job: FakeJob) -> int | None:
@@ -190,7 +174,7 @@ def _spec_of(body: dict[str, Any], default_cwd: str) -> JobSpec:
     )
 
 
-class S3MDouble:
+class S3MDouble(MountedDouble):
     """S3M's status, token and "Slurm indirect" routes for one resource, over ``facility``.
 
     :param facility: the scripted scheduler behind the routes (its faults apply).
@@ -280,55 +264,13 @@ class S3MDouble:
         for method, path, callback in routes:
             url = re.compile(path + r"(?:\?.*)?\Z")
             rsps.add_callback(method, url, callback=callback, content_type="application/json")
-        self._encoder = mock.patch.object(
-            s3m_client, "slurmrestd_job", self._encoding(s3m_client.slurmrestd_job)
-        )
-        rsps.start()
-        self._encoder.start()
-        self._mock = rsps
+        self._mount(rsps, s3m_client, "slurmrestd_job")
         return self
-
-    def stop(self) -> None:
-        if self._mock is None:
-            return
-        self._encoder.stop()
-        self._mock.stop()
-        self._mock.reset()
-        self._mock = None
-
-    def __enter__(self) -> S3MDouble:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ plumbing
     def _count(self, route: str) -> None:
         with self._calls_lock:
             self.calls[route] += 1
-
-    def _encoding(self, encode: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-        """The client's encoder, refusing the next spec when ``unencodable`` is scripted."""
-
-        def encoder(spec: JobSpec, *args: Any, **kwargs: Any) -> dict[str, Any]:
-            if self._take_fault("submit", "unencodable"):
-                spec = dataclasses.replace(spec, header_problem=_UNENCODABLE)
-            return encode(spec, *args, **kwargs)
-
-        return encoder
-
-    def _take_fault(self, operation: str, fault: str) -> bool:
-        """Drop ``fault`` when it is the next one queued for ``operation`` (not counted as a
-        request: it never reaches the service)."""
-        fake = self.facility
-        with fake._lock:
-            queued = fake._faults.get(operation)
-            if queued and queued[0] == fault:
-                queued.popleft()
-                return True
-        return False
 
     def _operation(self, operations: tuple[str, ...]) -> None:
         """Take the next fault of the first of ``operations`` that has one queued (else of
@@ -354,7 +296,7 @@ class S3MDouble:
     def _failure(self, exc: EdgeAPIError, source: str, *, submit: bool = False) -> Answer:
         """The fake's error as S3M's answer; a network fault is raised as ``requests`` does."""
         if isinstance(exc, EdgeNetworkError):
-            raise _network_error(exc)
+            raise requests_network_error(exc)
         status = exc.status or 500
         if isinstance(exc, EdgeAuthError):
             return _s3m_error(401 if status not in (401, 403) else status, _words(exc))

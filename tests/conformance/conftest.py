@@ -184,7 +184,63 @@ class FakeFamily:
         return ws
 
 
-class S3MClientFamily(FakeFamily):
+class DoubleFamily(FakeFamily):
+    """A real client and its plugins over an in-process double of its service (a
+    ``testing_http.MountedDouble``) whose scheduler is a ``FakeFacility``: the double is
+    mounted at the first ``reconfigure`` and stays mounted while the family lives (each
+    ``reconfigure`` puts a fresh scheduler behind the same host, so plugins keep their shared
+    client); the token file (mode 0600, the double's ``write_token``) is under ``root``."""
+
+    #: the family's (submitter, monitor, sweeper) plugin classes
+    plugin_classes: tuple[type, type, type]
+    #: the token file's name under ``root``
+    token_name = "double.token"
+
+    def __init__(self, root: Path, *, profile: str) -> None:
+        self.double: Any = None
+        super().__init__(root, profile=profile)
+        self.token_file = self.double.write_token(root / self.token_name)
+
+    def new_double(self, facility: testing.FakeFacility) -> Any:
+        """The double (not yet mounted) in front of ``facility``."""
+        raise NotImplementedError
+
+    def reconfigure(self, **facility_options: Any) -> testing.FakeFacility:
+        """A fresh scheduler behind the same host (plugins keep their shared client)."""
+        facility_options.setdefault("profile", self.profile)
+        self.facility = testing.FakeFacility(**facility_options)
+        if self.double is None:
+            self.double = self.new_double(self.facility).start()
+        self.double.facility = self.facility
+        return self.facility
+
+    def close(self) -> None:
+        if self.double is not None:
+            self.double.stop()
+
+    def client_options(self) -> dict[str, Any]:
+        """The family's own keys beside the double's and the token file."""
+        return {}
+
+    def options(self, **overrides: Any) -> dict[str, Any]:
+        conf = dict(BASE_OPTIONS)
+        conf.update(
+            self.double.options(),
+            token=f"file:{self.token_file}",
+            **self.client_options(),
+            remoteWorkDir=str(self.root / "remote"),
+            accessPoint=str(self.root / "ap" / "${workerID}"),
+        )
+        conf.update(overrides)
+        return conf
+
+    def plugins(self, **overrides: Any) -> tuple[Any, Any, Any]:  # type: ignore[override]
+        conf = self.options(**overrides)
+        submitter_cls, monitor_cls, sweeper_cls = self.plugin_classes
+        return submitter_cls(**conf), monitor_cls(**conf), sweeper_cls(**conf)
+
+
+class S3MClientFamily(DoubleFamily):
     """The real S3M client and plugins (``harvester_edge.plugins.s3m``) over an S3M double
     (``harvester_edge.testing_s3m``) whose scheduler is a ``FakeFacility`` of the ``sync``
     profile: every request goes through ``requests`` to ``responses`` (mounted while the
@@ -199,13 +255,13 @@ class S3MClientFamily(FakeFamily):
 
     module = "harvester_edge.plugins.s3m"
     submitter_name = "S3MSubmitter"
+    plugin_classes = (S3MSubmitter, S3MMonitor, S3MSweeper)
+    token_name = "s3m.token"
     #: S3M has no job history by name: ``find`` reads the live list only
     finds_ended_jobs = False
 
     def __init__(self, root: Path, *, profile: str = "sync") -> None:
-        self.double: S3MDouble | None = None
         super().__init__(root, profile=profile)
-        self.token_file = self.s3m.write_token(root / "s3m.token")
 
     @property
     def s3m(self) -> S3MDouble:
@@ -217,38 +273,14 @@ class S3MClientFamily(FakeFamily):
     def capabilities(self) -> Any:
         return S3MClient.capabilities
 
-    def reconfigure(self, **facility_options: Any) -> testing.FakeFacility:
-        """A fresh scheduler behind the same S3M host (plugins keep their shared client)."""
-        facility_options.setdefault("profile", self.profile)
-        self.facility = testing.FakeFacility(**facility_options)
-        if self.double is None:
-            self.double = S3MDouble(self.facility).start()
-        self.double.facility = self.facility
-        return self.facility
-
-    def close(self) -> None:
-        if self.double is not None:
-            self.double.stop()
+    def new_double(self, facility: testing.FakeFacility) -> S3MDouble:
+        return S3MDouble(facility)
 
     def secrets(self) -> tuple[str, ...]:
         return (self.s3m.token,)
 
-    def options(self, **overrides: Any) -> dict[str, Any]:
-        conf = dict(BASE_OPTIONS)
-        conf.update(
-            self.s3m.options(),
-            token=f"file:{self.token_file}",
-            listShareSeconds=0,
-            tokenCheckSeconds=0,
-            remoteWorkDir=str(self.root / "remote"),
-            accessPoint=str(self.root / "ap" / "${workerID}"),
-        )
-        conf.update(overrides)
-        return conf
-
-    def plugins(self, **overrides: Any) -> tuple[S3MSubmitter, S3MMonitor, S3MSweeper]:  # type: ignore[override]
-        conf = self.options(**overrides)
-        return S3MSubmitter(**conf), S3MMonitor(**conf), S3MSweeper(**conf)
+    def client_options(self) -> dict[str, Any]:
+        return {"listShareSeconds": 0, "tokenCheckSeconds": 0}
 
 
 def _iri_capabilities(version: str) -> Capabilities:
@@ -269,7 +301,7 @@ def _iri_capabilities(version: str) -> Capabilities:
 IRI_CAPABILITIES = {version: _iri_capabilities(version) for version in ("v1", "v2")}
 
 
-class IRIClientFamily(FakeFamily):
+class IRIClientFamily(DoubleFamily):
     """The real IRI client and plugins (``harvester_edge.plugins.iri``) of one API version
     over an IRI double (``harvester_edge.testing_iri``) whose scheduler is a ``FakeFacility``:
     v1 on the ``sync`` profile, v2 on the ``idempotent`` one (the double answers a repeated
@@ -280,6 +312,8 @@ class IRIClientFamily(FakeFamily):
 
     module = "harvester_edge.plugins.iri"
     submitter_name = "IRISubmitter"
+    plugin_classes = (IRISubmitter, IRIMonitor, IRISweeper)
+    token_name = "iri.token"
     #: the bulk status with ``historical=true`` answers finished jobs by name too
     finds_ended_jobs = True
     #: the live set (``historical=false``) holds no ended job: its history is the only word
@@ -287,10 +321,8 @@ class IRIClientFamily(FakeFamily):
     api_version = "v2"
 
     def __init__(self, root: Path, *, profile: str | None = None) -> None:
-        self.double: IRIDouble | None = None
         default = "idempotent" if self.api_version == "v2" else "sync"
         super().__init__(root, profile=profile or default)
-        self.token_file = self.iri.write_token(root / "iri.token")
 
     @property
     def iri(self) -> IRIDouble:
@@ -302,36 +334,11 @@ class IRIClientFamily(FakeFamily):
     def capabilities(self) -> Any:
         return IRI_CAPABILITIES[self.api_version]
 
-    def reconfigure(self, **facility_options: Any) -> testing.FakeFacility:
-        """A fresh scheduler behind the same IRI host (plugins keep their shared client)."""
-        facility_options.setdefault("profile", self.profile)
-        self.facility = testing.FakeFacility(**facility_options)
-        if self.double is None:
-            self.double = IRIDouble(self.facility, api_version=self.api_version).start()
-        self.double.facility = self.facility
-        return self.facility
-
-    def close(self) -> None:
-        if self.double is not None:
-            self.double.stop()
+    def new_double(self, facility: testing.FakeFacility) -> IRIDouble:
+        return IRIDouble(facility, api_version=self.api_version)
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(self.iri.tokens)
-
-    def options(self, **overrides: Any) -> dict[str, Any]:
-        conf = dict(BASE_OPTIONS)
-        conf.update(
-            self.iri.options(),
-            token=f"file:{self.token_file}",
-            remoteWorkDir=str(self.root / "remote"),
-            accessPoint=str(self.root / "ap" / "${workerID}"),
-        )
-        conf.update(overrides)
-        return conf
-
-    def plugins(self, **overrides: Any) -> tuple[IRISubmitter, IRIMonitor, IRISweeper]:  # type: ignore[override]
-        conf = self.options(**overrides)
-        return IRISubmitter(**conf), IRIMonitor(**conf), IRISweeper(**conf)
 
 
 class IRIv1ClientFamily(IRIClientFamily):

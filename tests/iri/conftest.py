@@ -8,11 +8,8 @@ only parametrises ``version`` itself.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,9 +22,8 @@ from harvester_edge.localsite.iri_gateway import IRIGateway
 from harvester_edge.localsite.slurm import LocalSlurm, default_slurm_conf
 from harvester_edge.plugins import throttler as throttler_module
 from harvester_edge.plugins.iri import IRIMonitor, IRISubmitter, IRISweeper
-from harvester_edge.plugins.throttler import EdgeThrottler
 
-from ..sfapi.conftest import QUEUE, Site
+from ..sfapi.conftest import Site, cancel_created, write_private
 
 RESOURCE = "perlmutter"
 
@@ -38,49 +34,20 @@ class IRISite(Site):
 
     gateway: IRIGateway  # type: ignore[assignment]
     version = "v2"
+    plugin_module = "harvester_edge.plugins.iri"
+    plugin_classes = (IRISubmitter, IRIMonitor, IRISweeper)
 
-    def config(self, **overrides: Any) -> dict[str, Any]:
-        # the job starts in the fixed part of remoteWorkDir (submit_dir): it must exist
-        (self.root / "work").mkdir(exist_ok=True)
-        conf: dict[str, Any] = {
-            "queueName": QUEUE,
-            "siteName": QUEUE,
+    def service_config(self) -> dict[str, Any]:
+        return {
             "apiUrl": self.gateway.api_url(self.version),
             "resource": RESOURCE,
             "token": f"file:{self.key}",
-            "profile": "generic",
-            "templateFile": str(self.template()),
-            "remoteWorkDir": str(self.root / "work" / "${workerID}"),
-            "accessPoint": str(self.root / "ap" / "${workerID}"),
             "walltimeSeconds": 600,
-            "connectTimeout": 2,
-            "readTimeout": 5,
-            "callDeadline": 20,
-            "retryBackoff": 0.1,
-            "healthCacheSeconds": 0.2,
-            "missingGraceSeconds": 30,
-            "killConfirmSeconds": 20,
         }
-        conf.update(overrides)
-        return conf
-
-    def plugins(self, **overrides: Any) -> tuple[IRISubmitter, IRIMonitor, IRISweeper]:  # type: ignore[override]
-        conf = self.config(**overrides)
-        return IRISubmitter(**conf), IRIMonitor(**conf), IRISweeper(**conf)
-
-    def throttle(self, walltime: int = 600, **overrides: Any) -> tuple[bool, str]:
-        """The throttler as the WorkerAdjuster calls it, on this queue's submitter section."""
-        section = {"module": "harvester_edge.plugins.iri", "name": "IRISubmitter"}
-        section.update(self.config(**overrides))
-        queue = SimpleNamespace(queueName=QUEUE, submitter=section, walltimeLimit=walltime)
-        return EdgeThrottler(queueName=QUEUE).to_be_throttled(queue)
 
     def write_token(self, gateway: IRIGateway | None = None, path: Path | None = None) -> Path:
         """A fresh token of ``gateway`` (default: the site's) in ``path`` (default: ``key``)."""
-        path = path or self.key
-        path.write_text((gateway or self.gateway).issue_token("harvester") + "\n")
-        os.chmod(path, 0o600)
-        return path
+        return write_private(path or self.key, (gateway or self.gateway).issue_token("harvester"))
 
 
 def reset_shared_state() -> None:
@@ -102,11 +69,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IRISite]:
         s.write_token()
         yield s
     reset_shared_state()
-    if gw.jobs_created:
-        try:
-            slurm.scancel(gw.jobs_created)
-        except (OSError, subprocess.SubprocessError):
-            pass
+    cancel_created(slurm, gw.jobs_created)
 
 
 @pytest.fixture(params=["v1", "v2"])

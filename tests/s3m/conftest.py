@@ -3,11 +3,8 @@ a project token file; the SFAPI site's worker and template helpers serve unchang
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,9 +16,8 @@ from harvester_edge.localsite.s3m_gateway import S3MGateway
 from harvester_edge.localsite.slurm import LocalSlurm, default_slurm_conf
 from harvester_edge.plugins import throttler as throttler_module
 from harvester_edge.plugins.s3m import S3MMonitor, S3MSubmitter, S3MSweeper
-from harvester_edge.plugins.throttler import EdgeThrottler
 
-from ..sfapi.conftest import QUEUE, Site
+from ..sfapi.conftest import Site, cancel_created, write_private
 
 RESOURCE = "defiant"
 
@@ -30,48 +26,22 @@ class S3MSite(Site):
     """The S3M gateway in place of SFAPI's; ``key`` is the project token file."""
 
     gateway: S3MGateway  # type: ignore[assignment]
+    plugin_module = "harvester_edge.plugins.s3m"
+    plugin_classes = (S3MSubmitter, S3MMonitor, S3MSweeper)
 
-    def config(self, **overrides: Any) -> dict[str, Any]:
-        (self.root / "work").mkdir(exist_ok=True)  # S3M starts the job in the fixed part
-        conf: dict[str, Any] = {
-            "queueName": QUEUE,
-            "siteName": QUEUE,
+    def service_config(self) -> dict[str, Any]:
+        return {
             "apiUrl": self.gateway.base_url,
             "resource": RESOURCE,
             "apiVersion": "v0.0.43",
             "token": f"file:{self.key}",
             "account": self.gateway.project,
-            "profile": "generic",
-            "templateFile": str(self.template()),
-            "remoteWorkDir": str(self.root / "work" / "${workerID}"),
-            "accessPoint": str(self.root / "ap" / "${workerID}"),
             "walltimeSeconds": 600,
-            "connectTimeout": 2,
-            "readTimeout": 5,
-            "callDeadline": 20,
-            "retryBackoff": 0.1,
-            "healthCacheSeconds": 0.2,
-            "missingGraceSeconds": 30,
-            "killConfirmSeconds": 20,
         }
-        conf.update(overrides)
-        return conf
-
-    def plugins(self, **overrides: Any) -> tuple[S3MSubmitter, S3MMonitor, S3MSweeper]:  # type: ignore[override]
-        conf = self.config(**overrides)
-        return S3MSubmitter(**conf), S3MMonitor(**conf), S3MSweeper(**conf)
-
-    def throttle(self, walltime: int = 600, **overrides: Any) -> tuple[bool, str]:
-        """The throttler as the WorkerAdjuster calls it, on this queue's submitter section."""
-        section = {"module": "harvester_edge.plugins.s3m", "name": "S3MSubmitter"}
-        section.update(self.config(**overrides))
-        queue = SimpleNamespace(queueName=QUEUE, submitter=section, walltimeLimit=walltime)
-        return EdgeThrottler(queueName=QUEUE).to_be_throttled(queue)
 
     def write_token(self, **issue: Any) -> str:
         token = self.gateway.issue_token(**issue)
-        self.key.write_text(token + "\n")
-        os.chmod(self.key, 0o600)
+        write_private(self.key, token)
         return token
 
 
@@ -86,11 +56,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3MSite]:
         yield s
     forget_clients()
     GATE.forget()
-    if gw.jobs_created:
-        try:
-            slurm.scancel(gw.jobs_created)
-        except (OSError, subprocess.SubprocessError):
-            pass
+    cancel_created(slurm, gw.jobs_created)
 
 
 @pytest.fixture(autouse=True)

@@ -4,10 +4,12 @@ an Iris-style key, and helpers that drive the plugins the way Harvester's agents
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from harvester_edge.localsite.faults import Knobs
 from harvester_edge.localsite.sfapi_gateway import SFAPIGateway, make_client_key
 from harvester_edge.localsite.slurm import LocalSlurm, default_slurm_conf
 from harvester_edge.plugins.sfapi import SFAPIMonitor, SFAPISubmitter, SFAPISweeper
+from harvester_edge.plugins.throttler import EdgeThrottler
 
 QUEUE = "TEST_SFAPI"
 _worker_ids = itertools.count(1)
@@ -35,10 +38,46 @@ echo {computingSite} > {accessPoint}/site.txt
 ctl=CTLDIR/{workerID}
 if [ -f "$ctl" ]; then . "$ctl"; fi
 """
+#: the plugin options of every site's tests (SFAPI, S3M, IRI): short timeouts and a short
+#: health cache, grace periods the tests wait out
+TEST_OPTIONS: dict[str, Any] = {
+    "connectTimeout": 2,
+    "readTimeout": 5,
+    "callDeadline": 20,
+    "retryBackoff": 0.1,
+    "healthCacheSeconds": 0.2,
+    "missingGraceSeconds": 30,
+    "killConfirmSeconds": 20,
+}
+
+
+def write_private(path: Path, text: str) -> Path:
+    """``text`` and a newline in ``path``, mode 0600 (a key or token file, as clients want)."""
+    path.write_text(text + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def cancel_created(slurm: LocalSlurm, job_ids: Iterable[str]) -> None:
+    """Cancel the jobs a site's gateway made (after its module; a failure is not a test's)."""
+    ids = list(job_ids)
+    if ids:
+        try:
+            slurm.scancel(ids)
+        except (OSError, subprocess.SubprocessError):
+            pass
 
 
 class Site:
-    """The gateway plus what tests need to build plugins and workers against it."""
+    """The gateway plus what tests need to build plugins and workers against it.
+
+    The S3M and IRI sites (``tests/s3m``, ``tests/iri``) are subclasses: each names its
+    plugins (``plugin_module``, ``plugin_classes``) and its service's keys
+    (``service_config``); the rest of the queue config (``config``), ``plugins`` and
+    ``throttle`` serve them all."""
+
+    plugin_module = "harvester_edge.plugins.sfapi"
+    plugin_classes: tuple[type, type, type] = (SFAPISubmitter, SFAPIMonitor, SFAPISweeper)
 
     def __init__(self, gateway: SFAPIGateway, key: Path, root: Path):
         self.gateway = gateway
@@ -53,35 +92,45 @@ class Site:
         path.write_text(TEMPLATE.replace("CTLDIR", str(self.ctl)).replace("EXTRA", extra))
         return path
 
-    def config(self, **overrides: Any) -> dict[str, Any]:
-        # the fixed part of remoteWorkDir exists at a site: the batch log goes there
-        (self.root / "work").mkdir(exist_ok=True)
-        conf: dict[str, Any] = {
-            "queueName": QUEUE,
-            "siteName": QUEUE,
+    def service_config(self) -> dict[str, Any]:
+        """The keys that point the plugins at this site's service."""
+        return {
             "apiUrl": self.gateway.api_url,
             "tokenUrl": self.gateway.token_url,
             "keyFile": str(self.key),
             "machine": "perlmutter",
+            "chunkSize": 200,
+        }
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        # the fixed part of remoteWorkDir exists at a site: the batch log goes there (and
+        # S3M and IRI start the job in it)
+        (self.root / "work").mkdir(exist_ok=True)
+        conf: dict[str, Any] = {
+            "queueName": QUEUE,
+            "siteName": QUEUE,
+            **self.service_config(),
             "profile": "generic",
             "templateFile": str(self.template()),
             "remoteWorkDir": str(self.root / "work" / "${workerID}"),
             "accessPoint": str(self.root / "ap" / "${workerID}"),
-            "connectTimeout": 2,
-            "readTimeout": 5,
-            "callDeadline": 20,
-            "retryBackoff": 0.1,
-            "healthCacheSeconds": 0.2,
-            "missingGraceSeconds": 30,
-            "killConfirmSeconds": 20,
-            "chunkSize": 200,
+            **TEST_OPTIONS,
         }
         conf.update(overrides)
         return conf
 
-    def plugins(self, **overrides: Any) -> tuple[SFAPISubmitter, SFAPIMonitor, SFAPISweeper]:
+    def plugins(self, **overrides: Any) -> tuple[Any, Any, Any]:
+        """New (submitter, monitor, sweeper) on the queue config with ``overrides``."""
         conf = self.config(**overrides)
-        return SFAPISubmitter(**conf), SFAPIMonitor(**conf), SFAPISweeper(**conf)
+        submitter_cls, monitor_cls, sweeper_cls = self.plugin_classes
+        return submitter_cls(**conf), monitor_cls(**conf), sweeper_cls(**conf)
+
+    def throttle(self, walltime: int = 600, **overrides: Any) -> tuple[bool, str]:
+        """The throttler as the WorkerAdjuster calls it, on this queue's submitter section."""
+        section = {"module": self.plugin_module, "name": self.plugin_classes[0].__name__}
+        section.update(self.config(**overrides))
+        queue = SimpleNamespace(queueName=QUEUE, submitter=section, walltimeLimit=walltime)
+        return EdgeThrottler(queueName=QUEUE).to_be_throttled(queue)
 
     def worker(self, behaviour: str = "exit 0") -> WorkSpec:
         ws = WorkSpec()
@@ -163,11 +212,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield Site(gw, key, root)
     forget_clients()
     GATE.forget()
-    if gw.jobs_created:
-        try:
-            slurm.scancel(gw.jobs_created)
-        except (OSError, subprocess.SubprocessError):
-            pass
+    cancel_created(slurm, gw.jobs_created)
 
 
 @pytest.fixture(autouse=True)

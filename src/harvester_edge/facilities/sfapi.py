@@ -845,12 +845,8 @@ class SFAPIClient(FacilityClient):
         never guessed).  Paths with characters we will not put on a command line, and all
         paths once the command utility is refused, are downloaded one by one (at most
         ``fallback_concurrency`` at a time).  Absent from the answer: could not read now."""
-        wanted = _unique(paths)
         out: dict[str, str | None] = {}
-        use_cat = self.commands_refused is None
-        cat = [p for p in wanted if use_cat and _CAT_SAFE.match(p) and not p.startswith("-")]
-        chosen = set(cat)
-        download = [p for p in wanted if p not in chosen]
+        cat, download = self._command_or_download(paths)
         if cat:
             parts = chunks(cat, self.settings.cat_chunk)
             runs = self._run_commands(["cat " + " ".join(p) for p in parts])
@@ -874,12 +870,8 @@ class SFAPIClient(FacilityClient):
         (``tails.py`` splits the answer), its tasks polled together like ``read_texts``;
         files the command cannot serve are downloaded one by one (``fallback_concurrency``
         at a time) and cut here."""
-        wanted = _unique(paths)
         out: dict[str, str | None] = {}
-        use_tail = self.commands_refused is None
-        tail = [p for p in wanted if use_tail and _CAT_SAFE.match(p) and not p.startswith("-")]
-        chosen = set(tail)
-        download = [p for p in wanted if p not in chosen]
+        tail, download = self._command_or_download(paths)
         if tail:
             parts = chunks(tail, self.settings.cat_chunk)
             runs = self._run_commands([tail_command(part, max_bytes) for part in parts])
@@ -897,6 +889,15 @@ class SFAPIClient(FacilityClient):
             whole = self._download_each(download)
             out.update({p: None if t is None else tail_of(t, max_bytes) for p, t in whole.items()})
         return out
+
+    def _command_or_download(self, paths: Sequence[str]) -> tuple[list[str], list[str]]:
+        """The paths (each once) a command line may carry (characters we put on one, no
+        leading dash) while the command utility is not refused, and the rest, to download."""
+        wanted = _unique(paths)
+        use = self.commands_refused is None
+        command = [p for p in wanted if use and _CAT_SAFE.match(p) and not p.startswith("-")]
+        chosen = set(command)
+        return command, [p for p in wanted if p not in chosen]
 
     def _download_each(self, paths: list[str]) -> dict[str, str | None]:
         def one(path: str) -> tuple[str, str | None, bool]:

@@ -595,30 +595,19 @@ class SFAPIGateway(GatewayBook):
         return args
 
     def _run_tail(self, args: list[str]) -> dict[str, Any]:
-        try:
-            proc = subprocess.run(
-                ["tail", *args],  # argv[0] "tail": its messages read "tail: ..."
-                executable=_TAIL,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                cwd=self.files.home,
-                env=_COMMAND_ENV,
-                timeout=_COMMAND_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            return _refused(f"tail timed out after {_COMMAND_TIMEOUT:g} s")
-        except OSError as exc:
-            return _refused(f"tail could not run: {exc.strerror or exc}")
-        return _command_result(proc.returncode, _text(proc.stdout), _text(proc.stderr))
+        return self._run_reader("tail", _TAIL, args)
 
     def _run_cat(self, args: list[str]) -> dict[str, Any]:
-        # The real cat, with the arguments as typed (its messages name them so) from the
-        # directory relative paths were checked against.
+        return self._run_reader("cat", _CAT, ["--", *args])
+
+    def _run_reader(self, name: str, executable: str, args: list[str]) -> dict[str, Any]:
+        """The real ``name`` (cat, tail) at ``executable``, with the arguments as typed (its
+        messages name them so, and read "``name``: ...") from the directory relative paths
+        were checked against; a timeout or a failed start is a refused command."""
         try:
             proc = subprocess.run(
-                ["cat", "--", *args],  # argv[0] "cat": its messages read "cat: ..."
-                executable=_CAT,
+                [name, *args],
+                executable=executable,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 cwd=self.files.home,
@@ -627,9 +616,9 @@ class SFAPIGateway(GatewayBook):
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            return _refused(f"cat timed out after {_COMMAND_TIMEOUT:g} s")
+            return _refused(f"{name} timed out after {_COMMAND_TIMEOUT:g} s")
         except OSError as exc:
-            return _refused(f"cat could not run: {exc.strerror or exc}")
+            return _refused(f"{name} could not run: {exc.strerror or exc}")
         return _command_result(proc.returncode, _text(proc.stdout), _text(proc.stderr))
 
     def _file_args(self, name: str, args: list[str]) -> list[str]:
