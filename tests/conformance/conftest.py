@@ -62,6 +62,7 @@ from harvester_edge.testing_gc import GCDouble
 from harvester_edge.testing_iri import IRIDouble
 from harvester_edge.testing_s3m import S3MDouble
 
+from ..secret_scan import SCAN
 from ._helpers import QUEUE
 
 #: plugin options every family runs the suite with: short real-time limits, grace periods
@@ -497,6 +498,8 @@ def _family(name: str, root: Path, caplog: pytest.LogCaptureFixture) -> Iterator
     for logger in ("harvester_edge", "panda.log"):
         caplog.set_level(logging.DEBUG, logger=logger)
     fam = FAMILIES[name](root)
+    for secret in fam.secrets():  # the suite-wide scan looks for them to the end of the run
+        SCAN.secret(secret)
     try:
         yield fam
     finally:
