@@ -127,8 +127,9 @@ nodes_up() {
   [ "$n" -ge "$NODES" ]
 }
 
-cmd_status() {
-  alive "$DIR/run/slurmctld.pid" && alive "$DIR/run/slurmdbd.pid" && nodes_up
+cmd_status() {  # accounting included: slurmdbd alive over a dead MariaDB answers no sacct
+  alive "$DIR/run/slurmctld.pid" && alive "$DIR/run/slurmdbd.pid" && nodes_up \
+    && mysqladmin ping >/dev/null 2>&1
 }
 
 cmd_start() {
