@@ -287,3 +287,34 @@ def test_the_mep_template_renders_the_keys_we_send(provider: str) -> None:
     assert "module load x" in provider_conf["worker_init"]
     env = yaml.safe_load((ROOT / "etc" / "globus_compute" / "user_environment.yaml").read_text())
     assert set(values) <= set(env["schema"]["properties"])
+
+
+def test_the_probe_reads_log_ends_with_tail(tmp_path: Path, monkeypatch) -> None:
+    """The batch logs' ends ride in the probe: ``tail -c N`` per path on the login node,
+    a missing file said so, a hostile path read as a path (never run)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("squeue", "sacct"):
+        (bin_dir / tool).write_text("#!/bin/bash\nexit 0\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("GC_TASK_SANDBOX_DIR", str(tmp_path / "sandbox"))
+    log = tmp_path / "job.out"
+    log.write_text("x" * 5000 + "the end\n")
+    hostile = tmp_path / "$(touch pwned) {x}.out"
+    hostile.write_text("short\n")
+    missing = str(tmp_path / "none.out")
+    summary = tmp_path / "summary.json"
+    summary.write_text("{}")
+    kwargs = wire.probe_kwargs(
+        [], [], [str(summary)], "", [str(log), str(hostile), missing], 100
+    )  # fmt: skip
+    result = ShellFunction(wire.PROBE, snippet_lines=wire.SNIPPET_LINES)(**kwargs)
+    answer = wire.parse_probe(result.stdout)
+    assert answer.tails[str(log)] == ("x" * 92 + "the end\n")
+    assert answer.tails[str(hostile)] == "short\n"
+    assert answer.tails[missing] is None
+    assert answer.files == {str(summary): "{}"}
+    assert not list(tmp_path.rglob("pwned")) and not Path("pwned").exists()
+    with pytest.raises(EdgeAPIError, match="tail bytes"):
+        wire.probe_kwargs([], [], [], "", [str(log)], 0)
