@@ -59,7 +59,7 @@ from .base import (
 from .gc_auth import GCCredential, GCCredentialSettings
 from .gc_functions import Batches
 from .gc_http import DEFAULT_RATE, GCService, bucket_for
-from .sfapi import parse_scancel
+from .sfapi import parse_scancel, with_output
 from .tails import tail_of
 
 log = setup_logger("harvester_edge.globus_compute")
@@ -266,7 +266,8 @@ class GCClient(FacilityClient):
             )
             slot = _Submit(wire.PILOT_NAME, kwargs)
         else:
-            slot = _Submit(wire.SBATCH_NAME, wire.sbatch_kwargs(spec.script, spec.submit_dir))
+            # the batch log where the spec (and the monitor's copy) says, as SFAPI's
+            slot = _Submit(wire.SBATCH_NAME, wire.sbatch_kwargs(with_output(spec), spec.submit_dir))
         self._gather_submit(slot)
         if slot.error is not None:
             raise slot.error

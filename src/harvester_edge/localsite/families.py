@@ -117,6 +117,39 @@ def _start_iri(version: str) -> Starter:
     return start
 
 
+def _start_gc(mode: str) -> Starter:
+    """The loopback Globus Compute service (one Multi-User Endpoint) on the local Slurm.
+    The user endpoint's config is the site's (account, ``worker_init``'s modules): here the
+    local provider on this machine (batch mode), or blocks of the local cluster with probes
+    on the login node (task mode)."""
+
+    def start(root: Path, slurm: LocalSlurm, queue: Mapping[str, Any]) -> LoopbackSite:
+        from .gc_knobs import GCKnobs
+        from .gc_service import TOKEN_LIFETIME, start_gc_service
+
+        svc = start_gc_service(
+            slurm=slurm, work_dir=root / f"gc-endpoint-{mode}",
+            knobs=GCKnobs(token_lifetime=TOKEN_LIFETIME),
+        )  # fmt: skip
+        secret = _secret_file(root / "credentials" / f"gc-{mode}.secret", svc.client_secret)
+        site: dict[str, Any] = {
+            "endpointId": svc.endpoint_id, "serviceUrl": svc.url, "authUrl": svc.auth_url,
+            "clientId": svc.client_id, "clientSecret": f"file:{secret}", "mode": mode,
+            "userEndpointConfig": {"provider": "local"},
+        }  # fmt: skip
+        if mode == "task":
+            site.update(
+                userEndpointConfig={"provider": "slurm", "walltime": "00:10:00",
+                                    "nodes_per_block": 2},
+                probeEndpointConfig={"provider": "local"},
+                markerDir=str(root / "site" / "gc-task" / ".gc-tasks"),
+            )  # fmt: skip
+        label = f"Globus Compute service {svc.url} (endpoint {svc.endpoint_id}, {mode} mode)"
+        return LoopbackSite(svc, site, label)
+
+    return start
+
+
 #: every family, in the demo's order; ``--family`` picks by name or name prefix ("iri")
 _P = "harvester_edge.plugins."
 FAMILIES: tuple[LoopbackFamily, ...] = (
@@ -124,6 +157,9 @@ FAMILIES: tuple[LoopbackFamily, ...] = (
     LoopbackFamily("s3m", _P + "s3m", "OLCF_Defiant_edge", start_s3m),
     LoopbackFamily("iri-v2", _P + "iri", "NERSC_Perlmutter_IRI", _start_iri("v2")),
     LoopbackFamily("iri-v1", _P + "iri", "OLCF_Frontier_IRI", _start_iri("v1")),
+    LoopbackFamily(
+        "gc-batch", _P + "globus_compute", "NERSC_Perlmutter_GC_MEP", _start_gc("batch")
+    ),
 )
 
 
