@@ -13,7 +13,8 @@ by the command itself.  Literal braces in the commands are doubled for ``str.for
   the pilot tasks wrote (``<tag>.job``: its Slurm job id, ``<tag>.rc``: its return code).
 - ``SCANCEL``: one ``scancel`` for a list of ids (read with the SFAPI ``scancel`` reader).
 - ``PILOT`` (task mode): the batch script run as the task itself inside a block of the user
-  endpoint's Slurm provider; it records ``$SLURM_JOB_ID`` first, its return code last.
+  endpoint's Slurm provider; it records ``$SLURM_JOB_ID`` first, its return code last; its
+  output goes to the spec's batch log path (sbatch's ``--output`` in batch mode).
 
 The probe's output is line-based: ``Q|id|name|state|reason|nodes`` (squeue),
 ``A|id|name|state|exitcode|nodes`` (sacct), ``F|path64|text64`` / ``N|path64`` (a file, or
@@ -83,7 +84,8 @@ PILOT = (
     'printf "%s\\n" "${{SLURM_JOB_ID:-}}" > "$m.job"\n'
     'cd "$(d {cwd})" || exit 1\n'
     'f=$(mktemp) || exit 1; d {script} > "$f"\n'
-    'bash "$f"; rc=$?; rm -f "$f"; printf "%s\\n" "$rc" > "$m.rc"; exit $rc\n'
+    'o=$(d {out}); if [ -n "$o" ]; then bash "$f" > "$o" 2>&1; else bash "$f"; fi; rc=$?\n'
+    'rm -f "$f"; printf "%s\\n" "$rc" > "$m.rc"; exit $rc\n'
 )
 
 _B64 = re.compile(r"^[A-Za-z0-9+/=]*$")
@@ -108,9 +110,14 @@ def sbatch_kwargs(script: str, cwd: str) -> dict[str, str]:
     return {"script": b64(script), "cwd": b64(cwd or ".")}
 
 
-def pilot_kwargs(script: str, cwd: str, tag: str, marks: str) -> dict[str, str]:
+def pilot_kwargs(script: str, cwd: str, tag: str, marks: str, out: str = "") -> dict[str, str]:
+    """Task mode's pilot; ``out``: the batch log's path (the script's output goes there, as
+    sbatch's would: the monitor copies its end to Harvester), "" to leave it to the task."""
     check_tags([tag])
-    return {"script": b64(script), "cwd": b64(cwd or "."), "tag": b64(tag), "marks": b64(marks)}
+    if out and ("\n" in out or not out.startswith("/")):
+        raise EdgeAPIError(f"globus compute: batch log path a pilot cannot write: {out[:80]!r}")
+    return {"script": b64(script), "cwd": b64(cwd or "."), "tag": b64(tag), "marks": b64(marks),
+            "out": b64(out)}  # fmt: skip
 
 
 def probe_kwargs(

@@ -261,9 +261,12 @@ class GCClient(FacilityClient):
     # submit --------------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> SubmitReceipt:
         if self.settings.mode == "task":
+            # the batch log where the monitor's copy looks (a Slurm pattern: left to the task)
+            out = spec.stdout_path if "%" not in spec.stdout_path else ""
             kwargs = wire.pilot_kwargs(
-                spec.script, spec.submit_dir or spec.work_dir, spec.tag, self.settings.marker_dir
-            )
+                spec.script, spec.submit_dir or spec.work_dir, spec.tag,
+                self.settings.marker_dir, out if out.startswith("/") else "",
+            )  # fmt: skip
             slot = _Submit(wire.PILOT_NAME, kwargs)
         else:
             # the batch log where the spec (and the monitor's copy) says, as SFAPI's

@@ -160,6 +160,7 @@ FAMILIES: tuple[LoopbackFamily, ...] = (
     LoopbackFamily(
         "gc-batch", _P + "globus_compute", "NERSC_Perlmutter_GC_MEP", _start_gc("batch")
     ),
+    LoopbackFamily("gc-task", _P + "globus_compute", "NERSC_Perlmutter_GC_MEP", _start_gc("task")),
 )
 
 
@@ -175,14 +176,14 @@ def pick(names: list[str] | None) -> list[LoopbackFamily]:
         ]
         if not found:
             known = ", ".join(f.name for f in FAMILIES)
-            raise ValueError(f"unknown family {name!r} (known: {known}, or iri for both)")
+            raise ValueError(f"unknown family {name!r} (known: {known}, or iri, gc for both)")
         chosen += [f for f in found if f not in chosen]
     return chosen
 
 
 def family_of(queue: Mapping[str, Any]) -> LoopbackFamily | None:
     """The family whose plugins a (merged) queue's submitter names; for IRI the version
-    in its ``apiUrl``/``apiVersion`` picks the entry."""
+    in its ``apiUrl``/``apiVersion`` picks the entry, for Globus Compute its ``mode``."""
     submitter = queue.get("submitter")
     module = submitter.get("module") if isinstance(submitter, Mapping) else None
     found = [f for f in FAMILIES if f.module == module]
@@ -190,6 +191,9 @@ def family_of(queue: Mapping[str, Any]) -> LoopbackFamily | None:
         return found[0] if found else None
     common = queue.get("common") if isinstance(queue.get("common"), Mapping) else {}
     merged = {**common, **submitter}  # type: ignore[dict-item]
+    if str(module).endswith(".globus_compute"):  # batch or task mode
+        mode = str(merged.get("mode") or "batch")
+        return next((f for f in found if f.name == f"gc-{mode}"), found[0])
     url = str(merged.get("apiUrl") or "").rstrip("/")
     version = str(merged.get("apiVersion") or url.rsplit("/", 1)[-1])
     return next((f for f in found if f.name.endswith("-" + version)), found[0])
