@@ -9,6 +9,7 @@ already ended).  Read only: nothing is submitted, cancelled or changed.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,9 +29,11 @@ def queue_client(config: Mapping[str, Any], queue: str) -> FacilityClient:
 
 
 def worker_rows(
-    client: FacilityClient, queue: str, worker_ids: list[int] | None = None
+    client: FacilityClient, queue: str, worker_ids: list[int] | None = None, wait: float = 60.0
 ) -> list[dict[str, Any]]:
-    """One row per job under the queue's tags: live ones, and those of ``worker_ids``."""
+    """One row per job under the queue's tags: live ones, and those of ``worker_ids``.
+    A service whose lookups are deferred probes (Globus Compute) is asked again until the
+    probe is read, for at most ``wait`` seconds."""
     prefix = tags.queue_prefix(harvester_id(), queue)
     wanted = list(dict.fromkeys(client.live_tags(prefix)))
     for wid in worker_ids or []:
@@ -40,9 +43,7 @@ def worker_rows(
     rows: list[dict[str, Any]] = []
     size = client.capabilities.max_ids_per_query
     for part in chunks(wanted, size):
-        found = client.find(part)
-        if isinstance(found, Deferred):
-            raise TimeoutError(f"{client.service}: lookup probe {found.probe} pending; ask again")
+        found = _found(client, part, wait)
         for tag in part:
             for record in found.get(tag, []):
                 rows.append(
@@ -58,6 +59,17 @@ def worker_rows(
                     }
                 )
     return sorted(rows, key=lambda r: (r["workerID"] or 0, r["batchID"]))
+
+
+def _found(client: FacilityClient, part: list[str], wait: float) -> dict[str, list[Any]]:
+    deadline = time.monotonic() + wait
+    while True:
+        found = client.find(part)
+        if not isinstance(found, Deferred):
+            return found
+        if time.monotonic() + 0.5 > deadline:
+            raise TimeoutError(f"{client.service}: lookup probe {found.probe} pending; ask again")
+        time.sleep(0.5)
 
 
 def render_table(rows: list[dict[str, Any]]) -> str:

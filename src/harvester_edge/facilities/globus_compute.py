@@ -665,7 +665,14 @@ class GCClient(FacilityClient):
         while True:
             answer = self._ask()
             if not isinstance(answer, Deferred):
-                return [r.name for r in answer.live.values() if r.name.startswith(prefix)]
+                names = [r.name for r in answer.live.values() if r.name.startswith(prefix)]
+                # task mode: a block's job is the endpoint's; its pilot task's marker names it
+                names += [
+                    tag for tag, (job, rc) in answer.markers.items()
+                    if tag.startswith(prefix) and rc is None and job in answer.live
+                    and tag not in names
+                ]  # fmt: skip
+                return names
             if time.monotonic() + 0.2 >= deadline:
                 why = f"globus compute: live jobs not known yet (probe {answer.probe} pending)"
                 raise EdgeAPIError(why, transient=True)
