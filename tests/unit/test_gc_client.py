@@ -318,3 +318,42 @@ def test_the_probe_reads_log_ends_with_tail(tmp_path: Path, monkeypatch) -> None
     assert not list(tmp_path.rglob("pwned")) and not Path("pwned").exists()
     with pytest.raises(EdgeAPIError, match="tail bytes"):
         wire.probe_kwargs([], [], [], "", [str(log)], 0)
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_summaries_and_log_ends_ride_in_one_probe(double: GCDouble, prefetch: bool) -> None:
+    """The monitor asks a cycle's summaries and batch-log ends together: ONE probe task (one
+    submit request), read by one status request, answers both; the ends cut to size."""
+    client = _client(double, statusShareSeconds=0, prefetchProbes=prefetch)
+    fake = double.facility
+    fake.files["/w/a/summary.json"] = "{}"
+    fake.files["/w/a.out"] = "x" * 3000 + "end\n"
+    ask = (["/w/a/summary.json", "/w/b/summary.json"], ["/w/a.out", "/w/b.out"], 1024)
+    if prefetch:  # first asked: rides with the next status probe, none of its own yet
+        assert client.read_texts_and_tails(*ask) == ({}, {})
+        assert double.calls["submit"] == 0
+    submits = double.calls["submit"]
+    assert client.read_texts_and_tails(*ask) == ({}, {})  # the probe started: Deferred
+    assert double.calls["submit"] == submits + 1
+    texts, ends = client.read_texts_and_tails(*ask)
+    assert texts == {"/w/a/summary.json": "{}", "/w/b/summary.json": None}
+    assert ends["/w/b.out"] is None and len(ends["/w/a.out"]) == 1024
+    assert ends["/w/a.out"].endswith("end\n")
+    assert double.calls["submit"] == submits + 1
+    assert fake.requests["read"] == 1 and fake.requests["tail"] == 1
+
+
+def test_the_pilot_task_writes_its_output_to_the_batch_log(tmp_path: Path, monkeypatch) -> None:
+    """Task mode: the script's output goes where the monitor's batch-log copy looks."""
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("GC_TASK_SANDBOX_DIR", str(tmp_path / "sandbox"))
+    out = tmp_path / "hedge-t.out"
+    kwargs = wire.pilot_kwargs(
+        "#!/bin/bash\necho to-the-log\necho err >&2\n", str(tmp_path), "hedge-t",
+        str(tmp_path / "marks"), str(out),
+    )  # fmt: skip
+    result = ShellFunction(wire.PILOT)(**kwargs)
+    assert result.returncode == 0, result
+    assert out.read_text() == "to-the-log\nerr\n"
+    with pytest.raises(EdgeAPIError, match="batch log path"):
+        wire.pilot_kwargs("x", "/w", "hedge-t", "/m", "relative.out")
