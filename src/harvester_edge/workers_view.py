@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .edge import tags
+from .errors import EdgeAPIError
 from .facilities.base import Deferred, FacilityClient, chunks
 from .harvester import harvester_id
 from .queue_config import build_plugin, merged_queue, plugin_section
@@ -35,7 +36,7 @@ def worker_rows(
     A service whose lookups are deferred probes (Globus Compute) is asked again until the
     probe is read, for at most ``wait`` seconds."""
     prefix = tags.queue_prefix(harvester_id(), queue)
-    wanted = list(dict.fromkeys(client.live_tags(prefix)))
+    wanted = list(dict.fromkeys(_live_tags(client, prefix, wait)))
     for wid in worker_ids or []:
         tag = tags.job_tag(harvester_id(), queue, wid)
         if tag not in wanted:
@@ -59,6 +60,19 @@ def worker_rows(
                     }
                 )
     return sorted(rows, key=lambda r: (r["workerID"] or 0, r["batchID"]))
+
+
+def _live_tags(client: FacilityClient, prefix: str, wait: float) -> list[str]:
+    """``live_tags``; a deferred service's listing probe not read yet is waited for."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return client.live_tags(prefix)
+        except EdgeAPIError as exc:
+            deferred = client.capabilities.deferred_queries
+            if not (deferred and exc.transient) or time.monotonic() + 0.5 > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _found(client: FacilityClient, part: list[str], wait: float) -> dict[str, list[Any]]:

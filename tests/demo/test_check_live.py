@@ -128,8 +128,8 @@ def test_workers_shows_the_queue_jobs(
     deadline = time.monotonic() + 30
     while True:
         rc = cli.main(["workers", q, "--config", str(path), "--json"])
-        out = capsys.readouterr().out
-        assert rc == 0, out
+        out, err = capsys.readouterr()
+        assert rc == 0, out + err
         rows = json.loads(out)
         if rows or time.monotonic() > deadline:
             break
