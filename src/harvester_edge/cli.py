@@ -526,7 +526,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--family",
         action="append",
-        help="only this family (sfapi, s3m, iri-v2, iri-v1, or iri for both); repeatable",
+        help="only this family (sfapi, s3m, iri-v2, iri-v1, gc-batch, gc-task; iri or gc for "
+        "both); repeatable",
     )
     p.add_argument("--config", help="queue config (default etc/panda_queueconfig.example.json)")
     p.add_argument("--dir", default="demo-run", help="where the demo keeps its files")

@@ -226,12 +226,15 @@ class FamilyRun:
     def _follow(self, queue: Mapping[str, Any]) -> None:
         deadline = time.monotonic() + self.timeout
         killed = False
+        last_kill: tuple[bool, str] | None = None
         while True:
             live = [w for w in self.workers if w.ws.status not in FINAL]
             if not live:
                 return
             if time.monotonic() > deadline:
                 self.problems.append(f"timed out after {self.timeout:.0f}s with workers live")
+                if last_kill is not None and not killed:
+                    self.problems.append(f"kill of the victim never confirmed: {last_kill[1]}")
                 return
             ok, answers = self.plugin(queue, "monitor").check_workers([w.ws for w in live])
             if ok is not True or len(answers) != len(live):
@@ -248,13 +251,13 @@ class FamilyRun:
             others_done = all(w.ws.status in FINAL for w in self.workers if w is not victim)
             # killed once it runs (or, on a busy cluster, once the others are done: a
             # pending job is killed just the same)
+            # a False answer is asked again next cycle, as Harvester's sweeper agent does (a
+            # task-based service reads its cancel a cycle later)
             if not killed and (victim.ws.status == WorkSpec.ST_running or others_done):
                 result = self.plugin(queue, "sweeper").kill_workers([victim.ws])[0]
-                say(self.name, f"sweeper kill_workers(worker {victim.ws.workerID}): {result}")
-                killed = bool(result[0])
-                if not killed:
-                    self.problems.append(f"kill of worker {victim.ws.workerID}: {result[1]}")
-                    return
+                if result != last_kill:
+                    say(self.name, f"sweeper kill_workers(worker {victim.ws.workerID}): {result}")
+                killed, last_kill = bool(result[0]), result
             time.sleep(2)
 
     def _sweep(self, queue: Mapping[str, Any]) -> None:

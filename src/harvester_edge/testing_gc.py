@@ -12,7 +12,8 @@ profile, whose scripted faults apply:
   status is ``fake.resolve``: pending, sbatch's job id, or sbatch's error (return code 1);
 - an ``hedge_probe`` task asks ``fake.poll``/``fake.find`` when it is submitted (the fake
   starts its probe) and again when its status is read (the fake answers, or the task stays
-  pending); files are ``fake.read_texts`` when read.  The task id carries the fake's probe
+  pending); files are ``fake.read_texts`` and log ends ``fake.read_tails`` (counted as
+  ``tail``) when read.  The task id carries the fake's probe
   name, so a probe the fake never answers is recognisable in the plugins' diagnoses;
 - an ``hedge_scancel`` task is ``fake.cancel`` likewise, answered in scancel's words;
 - an ``hedge_pilot`` task (task mode) is ``fake.submit``: the fake's job is the block, and
@@ -278,6 +279,8 @@ class GCDouble:
             ids = [i for i in wire.unb64(kwargs["ids"]).split(",") if i]
             tags = [t for t in wire.unb64(kwargs["names"]).split(",") if t]
             files = [f for f in wire.unb64(kwargs["files"]).split("\n") if f]
+            tails = [f for f in wire.unb64(kwargs.get("tails", "")).split("\n") if f]
+            tail_bytes = int(wire.unb64(kwargs.get("tailbytes", "")) or 0)
             label = f"f{n}"
             if ids:
                 first = fake.poll(ids)
@@ -287,6 +290,7 @@ class GCDouble:
                 label = found.probe if isinstance(found, Deferred) else label
             task_id = f"gc{n}-{label}"
             record = {"kind": name, "ids": ids, "tags": tags, "files": files,
+                      "tails": tails, "tail_bytes": tail_bytes,
                       "marks": wire.unb64(kwargs["marks"]), "first": True}  # fmt: skip
         elif name == wire.SCANCEL_NAME:
             ids = wire.unb64(kwargs["ids"]).split()
@@ -380,7 +384,8 @@ class GCDouble:
             if isinstance(found, Deferred):
                 return pending
             records += [r for recs in found.values() for r in recs]
-        if not (record["ids"] or record["tags"] or record["files"]):  # the squeue listing
+        if not (record["ids"] or record["tags"] or record["files"] or record["tails"]):
+            # the squeue listing
             fake.live_tags("")  # the fake's "live" faults and count
             records += [fake._record(j, accounting=False) for j in fake.live_jobs()]
         lines = []
@@ -397,6 +402,13 @@ class GCDouble:
                     text = texts[path]
                     key = wire.b64(path)
                     lines.append(f"F|{key}|{wire.b64(text)}" if text is not None else f"N|{key}")
+        if record["tails"]:
+            ends = fake.read_tails(record["tails"], record["tail_bytes"])
+            for path in record["tails"]:
+                if path in ends:
+                    text = ends[path]
+                    key = wire.b64(path)
+                    lines.append(f"T|{key}|{wire.b64(text)}" if text is not None else f"U|{key}")
         if record["marks"]:
             lines += self._markers()
         record["stdout"] = "\n".join(lines + ["END"]) + "\n"

@@ -9,10 +9,12 @@ already ended).  Read only: nothing is submitted, cancelled or changed.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from .edge import tags
+from .errors import EdgeAPIError
 from .facilities.base import Deferred, FacilityClient, chunks
 from .harvester import harvester_id
 from .queue_config import build_plugin, merged_queue, plugin_section
@@ -28,11 +30,13 @@ def queue_client(config: Mapping[str, Any], queue: str) -> FacilityClient:
 
 
 def worker_rows(
-    client: FacilityClient, queue: str, worker_ids: list[int] | None = None
+    client: FacilityClient, queue: str, worker_ids: list[int] | None = None, wait: float = 60.0
 ) -> list[dict[str, Any]]:
-    """One row per job under the queue's tags: live ones, and those of ``worker_ids``."""
+    """One row per job under the queue's tags: live ones, and those of ``worker_ids``.
+    A service whose lookups are deferred probes (Globus Compute) is asked again until the
+    probe is read, for at most ``wait`` seconds."""
     prefix = tags.queue_prefix(harvester_id(), queue)
-    wanted = list(dict.fromkeys(client.live_tags(prefix)))
+    wanted = list(dict.fromkeys(_live_tags(client, prefix, wait)))
     for wid in worker_ids or []:
         tag = tags.job_tag(harvester_id(), queue, wid)
         if tag not in wanted:
@@ -40,9 +44,7 @@ def worker_rows(
     rows: list[dict[str, Any]] = []
     size = client.capabilities.max_ids_per_query
     for part in chunks(wanted, size):
-        found = client.find(part)
-        if isinstance(found, Deferred):
-            raise TimeoutError(f"{client.service}: lookup probe {found.probe} pending; ask again")
+        found = _found(client, part, wait)
         for tag in part:
             for record in found.get(tag, []):
                 rows.append(
@@ -58,6 +60,30 @@ def worker_rows(
                     }
                 )
     return sorted(rows, key=lambda r: (r["workerID"] or 0, r["batchID"]))
+
+
+def _live_tags(client: FacilityClient, prefix: str, wait: float) -> list[str]:
+    """``live_tags``; a deferred service's listing probe not read yet is waited for."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return client.live_tags(prefix)
+        except EdgeAPIError as exc:
+            deferred = client.capabilities.deferred_queries
+            if not (deferred and exc.transient) or time.monotonic() + 0.5 > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _found(client: FacilityClient, part: list[str], wait: float) -> dict[str, list[Any]]:
+    deadline = time.monotonic() + wait
+    while True:
+        found = client.find(part)
+        if not isinstance(found, Deferred):
+            return found
+        if time.monotonic() + 0.5 > deadline:
+            raise TimeoutError(f"{client.service}: lookup probe {found.probe} pending; ask again")
+        time.sleep(0.5)
 
 
 def render_table(rows: list[dict[str, Any]]) -> str:

@@ -14,15 +14,19 @@ import pytest
 
 from harvester_edge import cli
 from harvester_edge.demo import local_shape, loopback_queue
+from harvester_edge.edge import tags
 from harvester_edge.edge.health import GATE
 from harvester_edge.facilities.registry import forget_clients
+from harvester_edge.harvester import harvester_id
 from harvester_edge.localsite.families import FAMILIES, LoopbackFamily, LoopbackSite
-from harvester_edge.localsite.slurm import LocalSlurm
+from harvester_edge.localsite.slurm import LocalSlurm, SlurmError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "panda_queueconfig.example.json"
 
 
-@pytest.fixture(params=[f.name for f in FAMILIES if f.name in ("sfapi", "s3m", "iri-v2")])
+@pytest.fixture(
+    params=[f.name for f in FAMILIES if f.name in ("sfapi", "s3m", "iri-v2", "gc-batch", "gc-task")]
+)
 def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LoopbackFamily, Path]]:
     family = next(f for f in FAMILIES if f.name == request.param)
     config = json.loads(EXAMPLE.read_text())
@@ -41,11 +45,15 @@ def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Loopb
         site.gateway.stop()
         forget_clients()
         GATE.forget()
-        if site.gateway.jobs_created:
-            try:
-                slurm.scancel(site.gateway.jobs_created)
-            except (OSError, subprocess.SubprocessError):
-                pass
+        # the jobs the gateway made, and those sbatch made under the queue's tags (Globus
+        # Compute's shell functions run sbatch themselves): the next family reuses the tags
+        try:
+            prefix = tags.queue_prefix(harvester_id(), family.queue)
+            mine = [r["jobid"] for r in slurm.squeue() if r.get("name", "").startswith(prefix)]
+            if site.gateway.jobs_created or mine:
+                slurm.scancel(list(site.gateway.jobs_created) + mine)
+        except (OSError, subprocess.SubprocessError, SlurmError):
+            pass
 
 
 @pytest.mark.slurm
@@ -77,13 +85,16 @@ def test_online_names_a_refused_credential(
     family, path = live
     config = json.loads(path.read_text())
     common = config[family.queue]["common"]
-    secret = Path(common["keyFile"] if "keyFile" in common else common["token"][5:])
+    if "keyFile" in common:
+        secret = Path(common["keyFile"])
+    else:  # file:<path>
+        secret = Path((common.get("token") or common["clientSecret"])[5:])
     if family.name == "sfapi":
         from harvester_edge.localsite.sfapi_gateway import make_client_key
 
         make_client_key(secret)  # a key the gateway never registered
     else:
-        secret.write_text("not-a-token-the-gateway-issued\n")
+        secret.write_text("not-a-token-or-secret-the-gateway-issued\n")
     rc = cli.main(["check", str(path), "--queue", family.queue, "--online"])
     out = capsys.readouterr().out
     assert rc == 1, out
@@ -107,22 +118,25 @@ def test_workers_shows_the_queue_jobs(
     config[q]["submitter"]["templateFile"] = str(template)
     path.write_text(json.dumps(config))
     ws = WorkSpec()
-    ws.workerID, ws.computingSite, ws.mapType, ws.nCore, ws.maxWalltime = 7, q, "NoJob", 1, 600
-    ws.accessPoint = str(path.parent / "harvester" / "7")
+    # a worker id of its own per family: both GC modes run the same queue (same tags), and
+    # a tag's ended jobs stay in accounting
+    wid = 7 + 10 * FAMILIES.index(family)
+    ws.workerID, ws.computingSite, ws.mapType, ws.nCore, ws.maxWalltime = wid, q, "NoJob", 1, 600
+    ws.accessPoint = str(path.parent / "harvester" / str(wid))
     ok, message = build_plugin(plugin_section(q, config[q], "submitter")).submit_workers([ws])[0]
     assert ok is True, message
     deadline = time.monotonic() + 30
     while True:
         rc = cli.main(["workers", q, "--config", str(path), "--json"])
-        out = capsys.readouterr().out
-        assert rc == 0, out
+        out, err = capsys.readouterr()
+        assert rc == 0, out + err
         rows = json.loads(out)
         if rows or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert len(rows) == 1 and rows[0]["workerID"] == 7, rows
+    assert len(rows) == 1 and rows[0]["workerID"] == wid, rows
     assert rows[0]["state"] in ("queued", "active") and rows[0]["batchID"]
-    assert rows[0]["tag"].endswith(f"-{q}-w7")
-    assert cli.main(["workers", q, "--config", str(path), "--worker", "8"]) == 0
+    assert rows[0]["tag"].endswith(f"-{q}-w{wid}")
+    assert cli.main(["workers", q, "--config", str(path), "--worker", str(wid + 1)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["workerID", "batchID", "state"] and len(table) == 2

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harvester_edge import cli
-from harvester_edge.localsite.families import FAMILIES, pick
+from harvester_edge.localsite.families import FAMILIES, family_of, pick
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "panda_queueconfig.example.json"
 
@@ -37,11 +37,25 @@ def test_demo_every_family(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert any("4 (1 failed)" in line and "5663" in line for line in sfapi), sfapi
     # SFAPI gives file access: every worker's batch log went to Harvester (set_log_file)
     assert all(re.search(r"\s\d+ lines$", line) for line in sfapi), sfapi
+    # Globus Compute too: the batch logs' ends ride in the summaries' probe (tail -c), in
+    # batch mode (sbatch's output) and task mode (the pilot task's output)
+    for name in ("gc-batch", "gc-task"):
+        rows = [line for line in out.splitlines() if re.match(rf"{name}\s+\d+\s+hedge-", line)]
+        assert any("4 (1 failed)" in line and "5663" in line for line in rows), rows
+        assert all(re.search(r"\s\d+ lines$", line) for line in rows), rows
+        # the service's own counters: deferred probes, one status read per cycle, shared
+        match = re.search(rf"^{name}\s+(\d+) requests .*batch_status (\d+)", out, re.M)
+        assert match and int(match.group(1)) < 120 and int(match.group(2)) > 0, out
 
 
 def test_family_choice() -> None:
     assert [f.name for f in pick(["iri"])] == ["iri-v2", "iri-v1"]
     assert [f.name for f in pick(["s3m", "sfapi"])] == ["s3m", "sfapi"]
-    with pytest.raises(ValueError, match="unknown family 'gc'"):
-        pick(["gc"])
+    assert [f.name for f in pick(["gc"])] == ["gc-batch", "gc-task"]
+    with pytest.raises(ValueError, match="unknown family 'globus'"):
+        pick(["globus"])
+    gc = {"submitter": {"module": "harvester_edge.plugins.globus_compute"}}
+    assert family_of(gc).name == "gc-batch"  # type: ignore[union-attr]
+    gc["common"] = {"mode": "task"}
+    assert family_of(gc).name == "gc-task"  # type: ignore[union-attr]
     assert cli.main(["demo", "--family", "nope"]) == 2

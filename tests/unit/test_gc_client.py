@@ -287,3 +287,73 @@ def test_the_mep_template_renders_the_keys_we_send(provider: str) -> None:
     assert "module load x" in provider_conf["worker_init"]
     env = yaml.safe_load((ROOT / "etc" / "globus_compute" / "user_environment.yaml").read_text())
     assert set(values) <= set(env["schema"]["properties"])
+
+
+def test_the_probe_reads_log_ends_with_tail(tmp_path: Path, monkeypatch) -> None:
+    """The batch logs' ends ride in the probe: ``tail -c N`` per path on the login node,
+    a missing file said so, a hostile path read as a path (never run)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("squeue", "sacct"):
+        (bin_dir / tool).write_text("#!/bin/bash\nexit 0\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("GC_TASK_SANDBOX_DIR", str(tmp_path / "sandbox"))
+    log = tmp_path / "job.out"
+    log.write_text("x" * 5000 + "the end\n")
+    hostile = tmp_path / "$(touch pwned) {x}.out"
+    hostile.write_text("short\n")
+    missing = str(tmp_path / "none.out")
+    summary = tmp_path / "summary.json"
+    summary.write_text("{}")
+    kwargs = wire.probe_kwargs(
+        [], [], [str(summary)], "", [str(log), str(hostile), missing], 100
+    )  # fmt: skip
+    result = ShellFunction(wire.PROBE, snippet_lines=wire.SNIPPET_LINES)(**kwargs)
+    answer = wire.parse_probe(result.stdout)
+    assert answer.tails[str(log)] == ("x" * 92 + "the end\n")
+    assert answer.tails[str(hostile)] == "short\n"
+    assert answer.tails[missing] is None
+    assert answer.files == {str(summary): "{}"}
+    assert not list(tmp_path.rglob("pwned")) and not Path("pwned").exists()
+    with pytest.raises(EdgeAPIError, match="tail bytes"):
+        wire.probe_kwargs([], [], [], "", [str(log)], 0)
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_summaries_and_log_ends_ride_in_one_probe(double: GCDouble, prefetch: bool) -> None:
+    """The monitor asks a cycle's summaries and batch-log ends together: ONE probe task (one
+    submit request), read by one status request, answers both; the ends cut to size."""
+    client = _client(double, statusShareSeconds=0, prefetchProbes=prefetch)
+    fake = double.facility
+    fake.files["/w/a/summary.json"] = "{}"
+    fake.files["/w/a.out"] = "x" * 3000 + "end\n"
+    ask = (["/w/a/summary.json", "/w/b/summary.json"], ["/w/a.out", "/w/b.out"], 1024)
+    if prefetch:  # first asked: rides with the next status probe, none of its own yet
+        assert client.read_texts_and_tails(*ask) == ({}, {})
+        assert double.calls["submit"] == 0
+    submits = double.calls["submit"]
+    assert client.read_texts_and_tails(*ask) == ({}, {})  # the probe started: Deferred
+    assert double.calls["submit"] == submits + 1
+    texts, ends = client.read_texts_and_tails(*ask)
+    assert texts == {"/w/a/summary.json": "{}", "/w/b/summary.json": None}
+    assert ends["/w/b.out"] is None and len(ends["/w/a.out"]) == 1024
+    assert ends["/w/a.out"].endswith("end\n")
+    assert double.calls["submit"] == submits + 1
+    assert fake.requests["read"] == 1 and fake.requests["tail"] == 1
+
+
+def test_the_pilot_task_writes_its_output_to_the_batch_log(tmp_path: Path, monkeypatch) -> None:
+    """Task mode: the script's output goes where the monitor's batch-log copy looks."""
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("GC_TASK_SANDBOX_DIR", str(tmp_path / "sandbox"))
+    out = tmp_path / "hedge-t.out"
+    kwargs = wire.pilot_kwargs(
+        "#!/bin/bash\necho to-the-log\necho err >&2\n", str(tmp_path), "hedge-t",
+        str(tmp_path / "marks"), str(out),
+    )  # fmt: skip
+    result = ShellFunction(wire.PILOT)(**kwargs)
+    assert result.returncode == 0, result
+    assert out.read_text() == "to-the-log\nerr\n"
+    with pytest.raises(EdgeAPIError, match="batch log path"):
+        wire.pilot_kwargs("x", "/w", "hedge-t", "/m", "relative.out")

@@ -243,5 +243,14 @@ class FacilityClient(abc.ABC):
         texts = self.read_texts(paths)
         return {p: None if t is None else tail_of(t, max_bytes) for p, t in texts.items()}
 
+    def read_texts_and_tails(
+        self, paths: Sequence[str], tail_paths: Sequence[str], max_bytes: int
+    ) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        """The summaries and batch-log ends of the same finished workers, asked together:
+        a service whose reads are deferred probes answers both with ONE probe (the
+        monitor holds the final status until it is read).  Here: the two reads."""
+        texts = self.read_texts(paths) if paths else {}
+        return texts, (self.read_tails(tail_paths, max_bytes) if tail_paths else {})
+
     def close(self) -> None:  # noqa: B027 (optional hook: most clients hold nothing)
         """Release connections (used by tests and the CLI)."""

@@ -8,15 +8,18 @@ by the command itself.  Literal braces in the commands are doubled for ``str.for
 - ``SBATCH``: the rendered batch script piped to ``sbatch --parsable`` in the submit dir.
 - ``PROBE``: one task answers a cycle's questions: the user's live jobs (one ``squeue``),
   accounting for the ids and tags asked (one ``sacct`` each), the files asked (the pilots'
-  summaries, base64 per file, capped), and in task mode the markers the pilot tasks wrote
-  (``<tag>.job``: its Slurm job id, ``<tag>.rc``: its return code).
+  summaries, base64 per file, capped), the ends of the log files asked (``tail -c N``: the
+  finished workers' batch logs, asked with their summaries), and in task mode the markers
+  the pilot tasks wrote (``<tag>.job``: its Slurm job id, ``<tag>.rc``: its return code).
 - ``SCANCEL``: one ``scancel`` for a list of ids (read with the SFAPI ``scancel`` reader).
 - ``PILOT`` (task mode): the batch script run as the task itself inside a block of the user
-  endpoint's Slurm provider; it records ``$SLURM_JOB_ID`` first, its return code last.
+  endpoint's Slurm provider; it records ``$SLURM_JOB_ID`` first, its return code last; its
+  output goes to the spec's batch log path (sbatch's ``--output`` in batch mode).
 
 The probe's output is line-based: ``Q|id|name|state|reason|nodes`` (squeue),
 ``A|id|name|state|exitcode|nodes`` (sacct), ``F|path64|text64`` / ``N|path64`` (a file, or
-none), ``M|tag|jobid|rc`` (markers), ``E|what|rc|text`` (a command failed) and ``END``.
+none), ``T|path64|tail64`` / ``U|path64`` (a file's end, or no such file),
+``M|tag|jobid|rc`` (markers), ``E|what|rc|text`` (a command failed) and ``END``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ SBATCH = _DECODE + 'cd "$(d {cwd})" || exit 1\nd {script} | sbatch --parsable\n'
 
 PROBE = (
     _DECODE + "ids=$(d {ids}); names=$(d {names}); files=$(d {files}); marks=$(d {marks})\n"
+    "tails=$(d {tails}); tb=$(d {tailbytes}); case $tb in ''|*[!0-9]*) tb=0;; esac\n"
     "u=$(id -un)\n"
     "out=$(squeue -h -u \"$u\" -o '%i|%j|%T|%r|%N' 2>&1); rc=$?\n"
     'if [ $rc -eq 0 ]; then printf "%s\\n" "$out" | grep -v "^$" | sed "s/^/Q|/"; '
@@ -61,6 +65,10 @@ PROBE = (
     'k=$(printf %s "$p" | base64 -w0); '
     'if [ -f "$p" ]; then echo "F|$k|$(head -c ' + str(FILE_CAP) + ' "$p" | base64 -w0)"; '
     'else echo "N|$k"; fi; done <<< "$files"; fi\n'
+    'if [ -n "$tails" ] && [ "$tb" -gt 0 ]; then while IFS= read -r p; do [ -z "$p" ] && continue; '
+    'k=$(printf %s "$p" | base64 -w0); '
+    'if [ -f "$p" ]; then echo "T|$k|$(tail -c "$tb" -- "$p" | base64 -w0)"; '
+    'else echo "U|$k"; fi; done <<< "$tails"; fi\n'
     'if [ -n "$marks" ] && [ -d "$marks" ]; then '
     'find "$marks" -maxdepth 1 -type f -mtime +30 -delete 2>/dev/null; '
     'for f in "$marks"/*.job; do [ -f "$f" ] || continue; t=${{f##*/}}; t=${{t%.job}}; '
@@ -76,7 +84,8 @@ PILOT = (
     'printf "%s\\n" "${{SLURM_JOB_ID:-}}" > "$m.job"\n'
     'cd "$(d {cwd})" || exit 1\n'
     'f=$(mktemp) || exit 1; d {script} > "$f"\n'
-    'bash "$f"; rc=$?; rm -f "$f"; printf "%s\\n" "$rc" > "$m.rc"; exit $rc\n'
+    'o=$(d {out}); if [ -n "$o" ]; then bash "$f" > "$o" 2>&1; else bash "$f"; fi; rc=$?\n'
+    'rm -f "$f"; printf "%s\\n" "$rc" > "$m.rc"; exit $rc\n'
 )
 
 _B64 = re.compile(r"^[A-Za-z0-9+/=]*$")
@@ -101,25 +110,42 @@ def sbatch_kwargs(script: str, cwd: str) -> dict[str, str]:
     return {"script": b64(script), "cwd": b64(cwd or ".")}
 
 
-def pilot_kwargs(script: str, cwd: str, tag: str, marks: str) -> dict[str, str]:
+def pilot_kwargs(script: str, cwd: str, tag: str, marks: str, out: str = "") -> dict[str, str]:
+    """Task mode's pilot; ``out``: the batch log's path (the script's output goes there, as
+    sbatch's would: the monitor copies its end to Harvester), "" to leave it to the task."""
     check_tags([tag])
-    return {"script": b64(script), "cwd": b64(cwd or "."), "tag": b64(tag), "marks": b64(marks)}
+    if out and ("\n" in out or not out.startswith("/")):
+        raise EdgeAPIError(f"globus compute: batch log path a pilot cannot write: {out[:80]!r}")
+    return {"script": b64(script), "cwd": b64(cwd or "."), "tag": b64(tag), "marks": b64(marks),
+            "out": b64(out)}  # fmt: skip
 
 
 def probe_kwargs(
-    ids: Iterable[str], tags: Iterable[str], files: Iterable[str], marks: str
+    ids: Iterable[str],
+    tags: Iterable[str],
+    files: Iterable[str],
+    marks: str,
+    tails: Iterable[str] = (),
+    tail_bytes: int = 0,
 ) -> dict[str, str]:
+    """A probe's kwargs: the ids, tags, whole files and file ends (``tail_bytes`` each) to
+    read, every one base64 (decoded by the command, never spliced into it)."""
     ids, tags, files = sorted(set(ids)), sorted(set(tags)), sorted(set(files))
+    tails = sorted(set(tails))
     check_ids(ids)
     check_tags(tags)
-    bad = [f for f in files if "\n" in f or not f.startswith("/")]
+    bad = [f for f in files + tails if "\n" in f or not f.startswith("/")]
     if bad:
         raise EdgeAPIError(f"globus compute: file paths a probe cannot read: {bad[:3]}")
+    if tails and not (isinstance(tail_bytes, int) and tail_bytes > 0):
+        raise EdgeAPIError(f"globus compute: tail bytes must be > 0, got {tail_bytes!r}")
     return {
         "ids": b64(",".join(ids)),
         "names": b64(",".join(tags)),
         "files": b64("\n".join(files)),
         "marks": b64(marks),
+        "tails": b64("\n".join(tails)),
+        "tailbytes": b64(str(int(tail_bytes)) if tails else "0"),
     }
 
 
@@ -156,6 +182,8 @@ class ProbeAnswer:
     live: dict[str, JobRecord] = field(default_factory=dict)
     accounting: dict[str, JobRecord] = field(default_factory=dict)
     files: dict[str, str | None] = field(default_factory=dict)
+    #: the ends of the log files asked (None: no such file)
+    tails: dict[str, str | None] = field(default_factory=dict)
     #: task mode: tag -> (Slurm job id of its block, the task's return code or None)
     markers: dict[str, tuple[str, int | None]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -225,6 +253,13 @@ def parse_probe(stdout: str) -> ProbeAnswer:
             try:
                 path = unb64(path64)
                 answer.files[path] = unb64(text64) if kind == "F" else None
+            except (binascii.Error, ValueError):
+                continue
+        elif kind in ("T", "U"):
+            path64, _, text64 = rest.partition("|")
+            try:
+                path = unb64(path64)
+                answer.tails[path] = unb64(text64) if kind == "T" else None
             except (binascii.Error, ValueError):
                 continue
         elif kind == "M":

@@ -8,12 +8,13 @@ Batch mode (default): shell functions on the login node (the user endpoint's pro
 ``local``): ``submit`` runs ``sbatch`` (the script as data) and answers the task
 (``async_submit``); ``resolve`` reads the tasks' raw batch status (failed ones included) and
 sbatch's job id.  Questions are probes (``deferred_queries``): ``poll``, ``find`` and
-``read_texts`` start ONE probe task for their question (one squeue, one sacct per kind, the
-summaries, the markers) and answer ``Deferred``; a later call reads every probe and cancel
-in flight with ONE batch-status request (shared with the submit tasks being resolved) and
-answers from it.  A question answered by a probe read this call (or within ``status_share``)
-costs nothing more; one in flight that covers it is waited for.  So monitoring any number
-of workers costs one request per cycle, starting and reading in turn.
+``read_texts``/``read_tails`` start ONE probe task for their question (one squeue, one sacct
+per kind, the summaries, the batch logs' ends, the markers) and answer ``Deferred``; a later
+call reads every probe and cancel in flight with ONE batch-status request (shared with the
+submit tasks being resolved) and answers from it.  A question answered by a probe read this
+call (or within ``status_share``) costs nothing more; one in flight that covers it is
+waited for.  So monitoring any number of workers costs one request per cycle, starting and
+reading in turn.
 
 Task mode: the pilot runs as the GC task itself, on blocks of a user endpoint whose provider
 is Slurm (``userEndpointConfig``); probes and cancels run on the login node
@@ -58,7 +59,8 @@ from .base import (
 from .gc_auth import GCCredential, GCCredentialSettings
 from .gc_functions import Batches
 from .gc_http import DEFAULT_RATE, GCService, bucket_for
-from .sfapi import parse_scancel
+from .sfapi import parse_scancel, with_output
+from .tails import tail_of
 
 log = setup_logger("harvester_edge.globus_compute")
 
@@ -108,6 +110,32 @@ class _Probe:
     ids: frozenset[str]
     tags: frozenset[str]
     files: frozenset[str]
+    #: log files whose last ``tail_bytes`` bytes the probe reads (``tail -c``)
+    tails: frozenset[str] = frozenset()
+    tail_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class _Question:
+    ids: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    tails: tuple[str, ...] = ()
+    tail_bytes: int = 0
+
+    def key(self) -> tuple[frozenset[str], ...]:
+        return (frozenset(self.ids), frozenset(self.tags), frozenset(self.files),
+                frozenset(self.tails))  # fmt: skip
+
+    def covered_by(self, p: _Probe) -> bool:
+        return (
+            set(self.ids) <= p.ids and set(self.tags) <= p.tags and set(self.files) <= p.files
+            and set(self.tails) <= p.tails and (not self.tails or p.tail_bytes >= self.tail_bytes)
+        )  # fmt: skip
+
+
+def _key(p: _Probe) -> tuple[frozenset[str], ...]:
+    return (p.ids, p.tags, p.files, p.tails)
 
 
 @dataclass
@@ -116,12 +144,14 @@ class _Answer:
     data: wire.ProbeAnswer
     read_at: float  # monotonic
 
-    def covers(self, ids: Iterable[str], tags: Iterable[str], files: Iterable[str]) -> bool:
-        live = self.data.live
+    def covers(self, q: _Question) -> bool:
+        live, p = self.data.live, self.probe
         return (
-            all(i in self.probe.ids or i in live for i in ids)
-            and set(tags) <= self.probe.tags
-            and set(files) <= self.probe.files
+            all(i in p.ids or i in live for i in q.ids)
+            and set(q.tags) <= p.tags
+            and set(q.files) <= p.files
+            and set(q.tails) <= p.tails
+            and (not q.tails or p.tail_bytes >= q.tail_bytes)
         )
 
 
@@ -164,6 +194,8 @@ class GCClient(FacilityClient):
         self._answers: list[_Answer] = []
         #: summaries to read with the next prefetched status probe
         self._later_files: set[str] = set()
+        self._later_tails: set[str] = set()
+        self._later_tail_bytes = 0
         self._statuses: dict[str, tuple[float, dict[str, Any]]] = {}
         self._cancels: dict[frozenset[str], _Probe] = {}
         self._submits: list[_Submit] = []
@@ -229,12 +261,16 @@ class GCClient(FacilityClient):
     # submit --------------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> SubmitReceipt:
         if self.settings.mode == "task":
+            # the batch log where the monitor's copy looks (a Slurm pattern: left to the task)
+            out = spec.stdout_path if "%" not in spec.stdout_path else ""
             kwargs = wire.pilot_kwargs(
-                spec.script, spec.submit_dir or spec.work_dir, spec.tag, self.settings.marker_dir
-            )
+                spec.script, spec.submit_dir or spec.work_dir, spec.tag,
+                self.settings.marker_dir, out if out.startswith("/") else "",
+            )  # fmt: skip
             slot = _Submit(wire.PILOT_NAME, kwargs)
         else:
-            slot = _Submit(wire.SBATCH_NAME, wire.sbatch_kwargs(spec.script, spec.submit_dir))
+            # the batch log where the spec (and the monitor's copy) says, as SFAPI's
+            slot = _Submit(wire.SBATCH_NAME, wire.sbatch_kwargs(with_output(spec), spec.submit_dir))
         self._gather_submit(slot)
         if slot.error is not None:
             raise slot.error
@@ -435,7 +471,12 @@ class GCClient(FacilityClient):
                 del self._answers[8:]
 
     def _ask(
-        self, ids: Sequence[str] = (), tags: Sequence[str] = (), files: Sequence[str] = ()
+        self,
+        ids: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        files: Sequence[str] = (),
+        tails: Sequence[str] = (),
+        tail_bytes: int = 0,
     ) -> wire.ProbeAnswer | Deferred:
         """Answer from a probe that finished (read in this call, or within
         ``status_share``), else wait for one in flight that covers the question, else start
@@ -444,19 +485,20 @@ class GCClient(FacilityClient):
         wire.check_tags(tags)
         asked = self.clock()
         share = self.settings.status_share
-        key = (frozenset(ids), frozenset(tags), frozenset(files))
-        polling = bool(ids) and not tags and not files
+        q = _Question(tuple(ids), tuple(tags), tuple(files), tuple(tails), tail_bytes)
+        key = q.key()
+        polling = bool(ids) and not tags and not files and not tails
         with self._lock:
             self._prune(lifecycle.now())
-            covering = [
-                p for p in self._probes.values()
-                if set(ids) <= p.ids and set(tags) <= p.tags and set(files) <= p.files
-            ]  # fmt: skip
-            exact = [p for p in covering if (p.ids, p.tags, p.files) == key]
+            covering = [p for p in self._probes.values() if q.covered_by(p)]
+            exact = [p for p in covering if _key(p) == key]
             if not covering and polling and self.settings.prefetch:
                 # a prefetched status probe lists every live job: it may answer a worker set
                 # that changed since (new workers' jobs are live); checked by ``covers``
-                covering = [p for p in self._probes.values() if p.ids and not (p.tags or p.files)]
+                covering = [
+                    p for p in self._probes.values()
+                    if p.ids and not (p.tags or p.files or p.tails)
+                ]  # fmt: skip
         # the probe started for this very question first: a wider one (read now) may be
         # another question's, which then reads it itself
         self._refresh(exact or covering)
@@ -464,20 +506,26 @@ class GCClient(FacilityClient):
             found = None
             for answer in self._answers:
                 fresh = answer.read_at >= asked or asked - answer.read_at <= share
-                if fresh and answer.covers(ids, tags, files):
+                if fresh and answer.covers(q):
                     found = answer
                     break
             start_next = (
                 found is not None and found.read_at >= asked and polling
                 and self.settings.prefetch
-                and not any((p.ids, p.tags, p.files) == key for p in self._probes.values())
+                and not any(_key(p) == key for p in self._probes.values())
             )  # fmt: skip
         if found is not None:
             if start_next:  # next cycle's answer, started now: read then, not waited for
                 with self._lock:
-                    later, self._later_files = sorted(self._later_files), set()
+                    also = _Question(
+                        files=tuple(sorted(self._later_files)),
+                        tails=tuple(sorted(self._later_tails)),
+                        tail_bytes=self._later_tail_bytes,
+                    )
+                    self._later_files, self._later_tails = set(), set()
+                    self._later_tail_bytes = 0
                 try:
-                    self._start_probe(ids, tags, files, also_files=later)
+                    self._start_probe(q, also=also if also.files or also.tails else None)
                 except EdgeAPIError as exc:
                     log.info(f"globus compute: next status probe not started: {exc}")
             return found.data
@@ -485,30 +533,34 @@ class GCClient(FacilityClient):
             for probe in exact or covering:
                 if probe.task_id in self._probes:
                     return Deferred(probe=probe.task_id, started=probe.started)
-        probe = self._start_probe(ids, tags, files)
+        probe = self._start_probe(q)
         return Deferred(probe=probe.task_id, started=probe.started)
 
-    def _start_probe(
-        self,
-        ids: Sequence[str],
-        tags: Sequence[str],
-        files: Sequence[str],
-        also_files: Sequence[str] = (),
-    ) -> _Probe:
+    def _start_probe(self, q: _Question, also: _Question | None = None) -> _Probe:
         """Start a probe for this question (and, in the same submit request, one for
-        ``also_files``: summaries asked while status probes are prefetched)."""
+        ``also``: summaries and batch logs asked while status probes are prefetched)."""
         marks = self.settings.marker_dir if self.settings.mode == "task" else ""
-        questions = [(tuple(ids), tuple(tags), tuple(files))]
-        if also_files:
-            questions.append(((), (), tuple(also_files)))
-        calls = [(wire.PROBE_NAME, wire.probe_kwargs(i, t, f, marks)) for i, t, f in questions]
+        questions = [q] if also is None else [q, also]
+        calls = [
+            (wire.PROBE_NAME,
+             wire.probe_kwargs(x.ids, x.tags, x.files, marks, x.tails, x.tail_bytes))
+            for x in questions
+        ]  # fmt: skip
         task_ids = self.batches.run(
             calls, self.settings.probe_uec(), idempotent=False, deadline=self._deadline()
         )
         started = lifecycle.now()
         probes = [
-            _Probe(task_id, started, frozenset(i), frozenset(t), frozenset(f))
-            for task_id, (i, t, f) in zip(task_ids, questions, strict=True)
+            _Probe(
+                task_id,
+                started,
+                frozenset(x.ids),
+                frozenset(x.tags),
+                frozenset(x.files),
+                frozenset(x.tails),
+                x.tail_bytes if x.tails else 0,
+            )  # fmt: skip
+            for task_id, x in zip(task_ids, questions, strict=True)
         ]
         with self._lock:
             for probe in probes:
@@ -608,25 +660,48 @@ class GCClient(FacilityClient):
         return named(rec) if named and rec is not None else None
 
     def read_texts(self, paths: Sequence[str]) -> dict[str, str | None]:
-        """Summaries read by a probe task (absent: not read yet).  With prefetched status
-        probes, files first asked ride along with the next status probe's submit (no
-        request of their own); asked again before that, they get a probe now."""
-        wanted = set(paths)
+        """Summaries read by a probe task (absent: not read yet)."""
+        return self.read_texts_and_tails(paths, (), 0)[0]
+
+    def read_tails(self, paths: Sequence[str], max_bytes: int) -> dict[str, str | None]:
+        """Batch logs' ends (``tail -c`` on the login node) read by a probe task."""
+        return self.read_texts_and_tails((), paths, max_bytes)[1]
+
+    def read_texts_and_tails(
+        self, paths: Sequence[str], tail_paths: Sequence[str], max_bytes: int
+    ) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        """Summaries and batch-log ends asked together ride in ONE probe (absent: not read
+        yet).  With prefetched status probes, files first asked ride along with the next
+        status probe's submit (no request of their own); asked again before that, they get
+        a probe now."""
+        wanted, tails = set(paths), set(tail_paths)
+        if not wanted and not tails:
+            return {}, {}
         if self.settings.prefetch:
             with self._lock:
-                known = any(wanted <= a.probe.files for a in self._answers) or any(
-                    wanted <= p.files for p in self._probes.values()
+                q = _Question(files=tuple(wanted), tails=tuple(tails), tail_bytes=max_bytes)
+                known = any(q.covered_by(a.probe) for a in self._answers) or any(
+                    q.covered_by(p) for p in self._probes.values()
                 )
-                fresh = wanted - self._later_files
+                fresh = (wanted - self._later_files) | (tails - self._later_tails)
                 if fresh and not known:
-                    self._later_files |= fresh
-                    return {}
+                    self._later_files |= wanted
+                    self._later_tails |= tails
+                    if tails:
+                        self._later_tail_bytes = max(self._later_tail_bytes, max_bytes)
+                    return {}, {}
                 if not known:
                     self._later_files -= wanted
-        answer = self._ask(files=sorted(wanted))
+                    self._later_tails -= tails
+        answer = self._ask(files=sorted(wanted), tails=sorted(tails), tail_bytes=max_bytes)
         if isinstance(answer, Deferred):
-            return {}
-        return {p: answer.files[p] for p in paths if p in answer.files}
+            return {}, {}
+        texts = {p: answer.files[p] for p in paths if p in answer.files}
+        ends = {
+            p: None if answer.tails[p] is None else tail_of(str(answer.tails[p]), max_bytes)
+            for p in tail_paths if p in answer.tails
+        }  # fmt: skip
+        return texts, ends
 
     def live_tags(self, prefix: str) -> list[str]:
         """The user's live jobs named with ``prefix``: a probe's squeue listing.  Asked once
@@ -635,7 +710,14 @@ class GCClient(FacilityClient):
         while True:
             answer = self._ask()
             if not isinstance(answer, Deferred):
-                return [r.name for r in answer.live.values() if r.name.startswith(prefix)]
+                names = [r.name for r in answer.live.values() if r.name.startswith(prefix)]
+                # task mode: a block's job is the endpoint's; its pilot task's marker names it
+                names += [
+                    tag for tag, (job, rc) in answer.markers.items()
+                    if tag.startswith(prefix) and rc is None and job in answer.live
+                    and tag not in names
+                ]  # fmt: skip
+                return names
             if time.monotonic() + 0.2 >= deadline:
                 why = f"globus compute: live jobs not known yet (probe {answer.probe} pending)"
                 raise EdgeAPIError(why, transient=True)

@@ -117,6 +117,39 @@ def _start_iri(version: str) -> Starter:
     return start
 
 
+def _start_gc(mode: str) -> Starter:
+    """The loopback Globus Compute service (one Multi-User Endpoint) on the local Slurm.
+    The user endpoint's config is the site's (account, ``worker_init``'s modules): here the
+    local provider on this machine (batch mode), or blocks of the local cluster with probes
+    on the login node (task mode)."""
+
+    def start(root: Path, slurm: LocalSlurm, queue: Mapping[str, Any]) -> LoopbackSite:
+        from .gc_knobs import GCKnobs
+        from .gc_service import TOKEN_LIFETIME, start_gc_service
+
+        svc = start_gc_service(
+            slurm=slurm, work_dir=root / f"gc-endpoint-{mode}",
+            knobs=GCKnobs(token_lifetime=TOKEN_LIFETIME),
+        )  # fmt: skip
+        secret = _secret_file(root / "credentials" / f"gc-{mode}.secret", svc.client_secret)
+        site: dict[str, Any] = {
+            "endpointId": svc.endpoint_id, "serviceUrl": svc.url, "authUrl": svc.auth_url,
+            "clientId": svc.client_id, "clientSecret": f"file:{secret}", "mode": mode,
+            "userEndpointConfig": {"provider": "local"},
+        }  # fmt: skip
+        if mode == "task":
+            site.update(
+                userEndpointConfig={"provider": "slurm", "walltime": "00:10:00",
+                                    "nodes_per_block": 2},
+                probeEndpointConfig={"provider": "local"},
+                markerDir=str(root / "site" / "gc-task" / ".gc-tasks"),
+            )  # fmt: skip
+        label = f"Globus Compute service {svc.url} (endpoint {svc.endpoint_id}, {mode} mode)"
+        return LoopbackSite(svc, site, label)
+
+    return start
+
+
 #: every family, in the demo's order; ``--family`` picks by name or name prefix ("iri")
 _P = "harvester_edge.plugins."
 FAMILIES: tuple[LoopbackFamily, ...] = (
@@ -124,6 +157,10 @@ FAMILIES: tuple[LoopbackFamily, ...] = (
     LoopbackFamily("s3m", _P + "s3m", "OLCF_Defiant_edge", start_s3m),
     LoopbackFamily("iri-v2", _P + "iri", "NERSC_Perlmutter_IRI", _start_iri("v2")),
     LoopbackFamily("iri-v1", _P + "iri", "OLCF_Frontier_IRI", _start_iri("v1")),
+    LoopbackFamily(
+        "gc-batch", _P + "globus_compute", "NERSC_Perlmutter_GC_MEP", _start_gc("batch")
+    ),
+    LoopbackFamily("gc-task", _P + "globus_compute", "NERSC_Perlmutter_GC_MEP", _start_gc("task")),
 )
 
 
@@ -139,14 +176,14 @@ def pick(names: list[str] | None) -> list[LoopbackFamily]:
         ]
         if not found:
             known = ", ".join(f.name for f in FAMILIES)
-            raise ValueError(f"unknown family {name!r} (known: {known}, or iri for both)")
+            raise ValueError(f"unknown family {name!r} (known: {known}, or iri, gc for both)")
         chosen += [f for f in found if f not in chosen]
     return chosen
 
 
 def family_of(queue: Mapping[str, Any]) -> LoopbackFamily | None:
     """The family whose plugins a (merged) queue's submitter names; for IRI the version
-    in its ``apiUrl``/``apiVersion`` picks the entry."""
+    in its ``apiUrl``/``apiVersion`` picks the entry, for Globus Compute its ``mode``."""
     submitter = queue.get("submitter")
     module = submitter.get("module") if isinstance(submitter, Mapping) else None
     found = [f for f in FAMILIES if f.module == module]
@@ -154,6 +191,9 @@ def family_of(queue: Mapping[str, Any]) -> LoopbackFamily | None:
         return found[0] if found else None
     common = queue.get("common") if isinstance(queue.get("common"), Mapping) else {}
     merged = {**common, **submitter}  # type: ignore[dict-item]
+    if str(module).endswith(".globus_compute"):  # batch or task mode
+        mode = str(merged.get("mode") or "batch")
+        return next((f for f in found if f.name == f"gc-{mode}"), found[0])
     url = str(merged.get("apiUrl") or "").rstrip("/")
     version = str(merged.get("apiVersion") or url.rsplit("/", 1)[-1])
     return next((f for f in found if f.name.endswith("-" + version)), found[0])

@@ -48,12 +48,13 @@ def facility_path(ws: WorkSpec) -> str | None:
     return None if unknown else expanded
 
 
-def fetch_batch_logs(
+def wanted_paths(
     client: FacilityClient, options: EdgeOptions, workers: Sequence[WorkSpec]
-) -> None:
-    """Copy the ends of these (final) workers' batch logs and ``set_log_file`` them."""
+) -> dict[int, str]:
+    """Index in ``workers`` -> batch-log path on the facility, for the workers whose log is
+    still to be copied (none when off or the client has no file access)."""
     if not options.fetchBatchLog or not client.capabilities.files:
-        return
+        return {}
     wanted: dict[int, str] = {}
     for i, ws in enumerate(workers):
         if attr(ws, BATCH_LOG_COPY) or not ws.accessPoint:
@@ -61,6 +62,14 @@ def fetch_batch_logs(
         path = facility_path(ws)
         if path:
             wanted[i] = path
+    return wanted
+
+
+def fetch_batch_logs(
+    client: FacilityClient, options: EdgeOptions, workers: Sequence[WorkSpec]
+) -> None:
+    """Copy the ends of these (final) workers' batch logs and ``set_log_file`` them."""
+    wanted = wanted_paths(client, options, workers)
     if not wanted:
         return
     try:
@@ -69,20 +78,22 @@ def fetch_batch_logs(
         LOG.info(f"batch logs could not be read now: {exc}")
         return
     for i, path in wanted.items():
-        if path not in texts:
-            continue  # not readable now: the next check tries again
-        ws = workers[i]
-        text = texts[path]
-        if text is None:
-            ws.set_work_attributes({BATCH_LOG_COPY: MISSING})
-            continue
-        try:
-            local = write_copy(ws, text)
-        except OSError as exc:
-            LOG.warning(f"workerID={ws.workerID}: cannot write the batch log copy: {exc}")
-            continue
-        ws.set_log_file("batch_log", local)
-        ws.set_work_attributes({BATCH_LOG_COPY: local})
+        if path in texts:  # absent: not readable now, the next check tries again
+            keep(workers[i], texts[path])
+
+
+def keep(ws: WorkSpec, text: str | None) -> None:
+    """Hand the batch log's end to Harvester (None: the file does not exist)."""
+    if text is None:
+        ws.set_work_attributes({BATCH_LOG_COPY: MISSING})
+        return
+    try:
+        local = write_copy(ws, text)
+    except OSError as exc:
+        LOG.warning(f"workerID={ws.workerID}: cannot write the batch log copy: {exc}")
+        return
+    ws.set_log_file("batch_log", local)
+    ws.set_work_attributes({BATCH_LOG_COPY: local})
 
 
 def write_copy(ws: WorkSpec, text: str) -> str:

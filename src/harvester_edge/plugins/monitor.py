@@ -45,8 +45,8 @@ from ..edge.watch import WATCH
 from ..errors import EdgeAPIError, EdgeNetworkError
 from ..facilities.base import Deferred, FacilityClient, chunks
 from ..harvester import PluginBase, WorkSpec
+from . import batch_log
 from .base import LOG, EdgePlugin
-from .batch_log import fetch_batch_logs
 from .submitter import cancel_duplicates, submit_refusal
 
 Answer = tuple[str | None, str]
@@ -448,27 +448,47 @@ class EdgeMonitor(EdgePlugin, PluginBase):
                 work_dir = attr(ws, WORK_DIR)
                 if work_dir and not isinstance(attr(ws, PILOTS), dict):
                     wanted[i] = f"{work_dir.rstrip('/')}/{SUMMARY_FILE}"
+        deferred = client.capabilities.deferred_queries
+        # a task-based service reads the batch logs' ends in the summaries' probe
+        logs = {}
+        if deferred:
+            found = batch_log.wanted_paths(
+                client, self.edge_options, [workers[i] for i, _ in finals]
+            )
+            logs = {finals[k][0]: path for k, path in found.items()}
         texts: dict[str, str | None] = {}
-        if wanted:
+        tails: dict[str, str | None] = {}
+        if wanted or logs:
             try:
-                texts = client.read_texts(sorted(set(wanted.values())))
+                if deferred:
+                    texts, tails = client.read_texts_and_tails(
+                        sorted(set(wanted.values())), sorted(set(logs.values())),
+                        self.edge_options.batchLogMaxBytes,
+                    )  # fmt: skip
+                else:
+                    texts = client.read_texts(sorted(set(wanted.values())))
             except EdgeAPIError as exc:
                 LOG.info(f"pilot summaries could not be read now: {exc}")
-        deferred = client.capabilities.deferred_queries
         for i, verdict in finals:
             ws = workers[i]
+            reading = i in wanted and wanted[i] not in texts
+            if deferred and (reading or (i in logs and logs[i] not in tails)):
+                if self._await_summary(ws):
+                    # a task-based service reads files with a probe answered next cycle:
+                    # the final status waits for it (at most probeTimeoutSeconds)
+                    what = "the pilots' summary" if reading else "the batch log"
+                    answers[i] = (
+                        ws.status or WorkSpec.ST_submitted,
+                        f"{verdict.status}: reading {what}, probe pending",
+                    )
+                    continue
             if i in wanted and wanted[i] in texts:
                 ws.set_work_attributes({PILOTS: self._pilots(ws, texts[wanted[i]])})
-            elif i in wanted and deferred and self._await_summary(ws):
-                # a task-based service reads files with a probe answered next cycle: the
-                # final status waits for it (at most probeTimeoutSeconds)
-                answers[i] = (
-                    ws.status or WorkSpec.ST_submitted,
-                    f"{verdict.status}: reading the pilots' summary, probe pending",
-                )
-                continue
+            if i in logs and logs[i] in tails:
+                batch_log.keep(ws, tails[logs[i]])
             self._final(ws, self._with_pilot_summary(ws, verdict), answers, i)
-        fetch_batch_logs(client, self.edge_options, [workers[i] for i, _ in finals])
+        if not deferred:
+            batch_log.fetch_batch_logs(client, self.edge_options, [workers[i] for i, _ in finals])
 
     def _await_summary(self, ws: WorkSpec) -> bool:
         """True while a final worker may still wait for its summary's probe."""

@@ -68,7 +68,8 @@ class EdgeOptions:
     #: --output``, else ``<submit dir>/<tag>.out``) into its access point and hand it to
     #: Harvester with ``set_log_file("batch_log", path)``: Harvester uploads it to PanDA's
     #: cache and the PanDA monitor links it.  Only where the facility gives file access
-    #: (SFAPI); read in bulk (one ``tail`` per chunk of workers); false: never read
+    #: (SFAPI, Globus Compute); read in bulk (SFAPI: one ``tail`` per chunk of workers;
+    #: Globus Compute: ``tail -c`` in the summaries' probe); false: never read
     fetchBatchLog: bool = True
     #: how many bytes of the batch log's end are kept (1 KiB to 16 MiB)
     batchLogMaxBytes: int = 256 * 1024
