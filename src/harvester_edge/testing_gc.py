@@ -35,14 +35,11 @@ import threading
 import uuid
 from collections import Counter
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import requests
 import responses
 from globus_compute_sdk.sdk.shell_function import ShellResult
 from globus_compute_sdk.serialize import ComputeSerializer
-from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from .edge.jobs import JobRecord
 from .edge.spec import JobSpec
@@ -50,6 +47,7 @@ from .errors import EdgeAPIError, EdgeAuthError, EdgeNetworkError
 from .facilities import gc_wire as wire
 from .facilities.base import Deferred
 from .testing import FakeFacility
+from .testing_http import MountedDouble, requests_network_error
 
 __all__ = ["GCDouble"]
 
@@ -64,14 +62,17 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Answ
     return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body)
 
 
-def _network(exc: EdgeNetworkError) -> requests.RequestException:
-    if not exc.maybe_sent:
-        refused = NewConnectionError(None, "Connection refused")  # type: ignore[arg-type]
-        return requests.exceptions.ConnectionError(MaxRetryError(None, "/", refused))  # type: ignore[arg-type]
-    if exc.silent:
-        return requests.exceptions.ReadTimeout("Read timed out.")
-    reset = ConnectionResetError(104, "Connection reset by peer")
-    return requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", reset))
+def _text_lines(
+    paths: list[str], texts: dict[str, str | None], found: str, missing: str
+) -> list[str]:
+    """The probe's lines for the files (or log ends) read: ``found|path|text`` (base64) for
+    one read, ``missing|path`` for one that is not there; a path not answered has none."""
+    lines = []
+    for path in paths:
+        if path in texts:
+            text, key = texts[path], wire.b64(path)
+            lines.append(f"{missing}|{key}" if text is None else f"{found}|{key}|{wire.b64(text)}")
+    return lines
 
 
 class _Fail(Exception):
@@ -81,14 +82,14 @@ class _Fail(Exception):
 
 def _fault_answer(exc: EdgeAPIError) -> Answer:
     if isinstance(exc, EdgeNetworkError):
-        raise _network(exc)
+        raise requests_network_error(exc)
     status = exc.status or (401 if isinstance(exc, EdgeAuthError) else 400)
     headers = {"Retry-After": "0"} if status == 429 else {}
     words = re.sub(r"^fake \w+: (?:HTTP \d+: )?", "", str(exc))[:200]
     return _json(status, {"code": "FAULT", "message": words}, headers)
 
 
-class GCDouble:
+class GCDouble(MountedDouble):
     """Globus Compute's routes for one endpoint over ``facility`` (a ``tasks`` FakeFacility)."""
 
     def __init__(
@@ -113,7 +114,6 @@ class GCDouble:
         self._serde = ComputeSerializer()
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
-        self._mock: responses.RequestsMock | None = None
 
     # set-up ---------------------------------------------------------------------------
     def write_secret(self, path: Path) -> Path:
@@ -141,23 +141,9 @@ class GCDouble:
         ]
         for method, url, handler in routes:
             mock.add_callback(method, url, callback=self._guard(handler))
-        mock.start()
+        mock.start()  # no job encoder is wrapped (``_mount``'s): stop unmounts the mock alone
         self._mock = mock
         return self
-
-    def stop(self) -> None:
-        if self._mock is not None:
-            self._mock.stop()
-            self._mock.reset()
-            self._mock = None
-
-    def __enter__(self) -> GCDouble:
-        return self.start()
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _guard(self, handler: Any) -> Any:
         def call(request: Any) -> Answer:
@@ -396,19 +382,10 @@ class GCDouble:
             else:
                 lines.append(f"Q|{r.job_id}|{r.name}|{r.native}|{r.reason}|{r.nodes}")
         if record["files"]:
-            texts = fake.read_texts(record["files"])
-            for path in record["files"]:
-                if path in texts:
-                    text = texts[path]
-                    key = wire.b64(path)
-                    lines.append(f"F|{key}|{wire.b64(text)}" if text is not None else f"N|{key}")
+            lines += _text_lines(record["files"], fake.read_texts(record["files"]), "F", "N")
         if record["tails"]:
             ends = fake.read_tails(record["tails"], record["tail_bytes"])
-            for path in record["tails"]:
-                if path in ends:
-                    text = ends[path]
-                    key = wire.b64(path)
-                    lines.append(f"T|{key}|{wire.b64(text)}" if text is not None else f"U|{key}")
+            lines += _text_lines(record["tails"], ends, "T", "U")
         if record["marks"]:
             lines += self._markers()
         record["stdout"] = "\n".join(lines + ["END"]) + "\n"
