@@ -6,7 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import pytest
 
 from harvester_edge.credentials.store import new_key
 from harvester_edge.edge import lifecycle
+from harvester_edge.plugins.credmanager import EdgeCredManager
 
 from ..secret_scan import SCAN, SecretScan
 
@@ -62,3 +66,41 @@ def store_key(tmp_path: Path) -> Path:
     key = new_key()
     SCAN.secret(key)
     return write_private(tmp_path / "store.key", key + "\n")
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[list[bytes]]:
+    """Read ``path`` over and over in a thread while the block writes it; what was seen (each
+    read whole), for asserting that no reader ever sees a partial file."""
+    seen: list[bytes] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.append(path.read_bytes())
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join()
+
+
+def pilot_token(root: Path) -> list[dict[str, str]]:
+    """``pilotCredentials`` of one ``panda_token`` read from ``root/src/tok`` and delivered
+    to ``root/site/pilot/panda_token``."""
+    return [
+        {"name": "panda_token", "source": str(root / "src" / "tok"),
+         "remotePath": str(root / "site" / "pilot" / "panda_token")}
+    ]  # fmt: skip
+
+
+def refused_again(cm: EdgeCredManager) -> str:
+    """Renew with a fresh manager of ``cm``'s configuration, which must be refused; the
+    message, checked for secrets."""
+    ok, message = EdgeCredManager(**cm._kwargs).renew_credential()
+    SCAN.exception(message)
+    assert not ok
+    return message

@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from harvester_edge.credentials.families import CHANNELS
 from harvester_edge.credentials.store import new_key
 from harvester_edge.plugins.credmanager import EdgeCredManager
 
-from .conftest import SCAN, Clock, make_jwt, write_private
+from .conftest import SCAN, Clock, make_jwt, pilot_token, reading, refused_again, write_private
 
 
 def site(envelope: str, dest: str, key_file: str) -> dict[str, Any]:
@@ -78,10 +77,7 @@ def manager(tmp_path: Path, store_key: Path, keys: tuple[Path, Path]) -> EdgeCre
         siteKeyFile=str(keys[1]),
         storeDir=str(tmp_path / "store"),
         storeKeyFile=str(store_key),
-        pilotCredentials=[
-            {"name": "panda_token", "source": str(tmp_path / "src" / "tok"),
-             "remotePath": str(tmp_path / "site" / "pilot" / "panda_token")}
-        ],
+        pilotCredentials=pilot_token(tmp_path),
     )  # fmt: skip
 
 
@@ -109,9 +105,7 @@ def test_tampered_payload_refused_on_site(
     assert cm.renew_credential()[0]
     write_private(tmp_path / "src" / "tok", make_jwt(clock.t, clock.t + 7200))
     gc_channel["run"] = tampered
-    ok, message = EdgeCredManager(**cm._kwargs).renew_credential()
-    SCAN.exception(message)
-    assert not ok
+    message = refused_again(cm)
     assert "authentication failed (tampered in transit)" in message
     assert "stays in place" in message
     assert (tmp_path / "site" / "pilot" / "panda_token").read_text() == first
@@ -144,16 +138,7 @@ def test_reader_never_sees_a_partial_file(tmp_path: Path, keys: tuple[Path, Path
     key = base64.urlsafe_b64decode(keys[1].read_text().strip())
     env = seal(contents[0], key=key, dest=str(dest), setup="s", name="n", issued=time.time())
     site_receiver.receive(env, str(dest), str(keys[1]))
-    seen: list[bytes] = []
-    stop = threading.Event()
-
-    def reader() -> None:
-        while not stop.is_set():
-            seen.append(dest.read_bytes())
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    try:
+    with reading(dest) as seen:
         for i in range(30):
             data = contents[i % 3]
             env = seal(data, key=key, dest=str(dest), setup="s", name="n", issued=time.time())
@@ -161,9 +146,6 @@ def test_reader_never_sees_a_partial_file(tmp_path: Path, keys: tuple[Path, Path
             assert answer["mode"] == "0600" and answer["sha256"].endswith(
                 hashlib.sha256(data).hexdigest()
             )
-    finally:
-        stop.set()
-        thread.join()
     assert seen and all(s in contents for s in seen)
 
 

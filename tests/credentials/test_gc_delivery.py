@@ -29,7 +29,7 @@ from harvester_edge.localsite.gc_service import GCService, start_gc_service
 from harvester_edge.plugins import throttler as throttler_module
 from harvester_edge.plugins.credmanager import EdgeCredManager
 
-from .conftest import SCAN, Clock, make_jwt, write_private
+from .conftest import SCAN, Clock, make_jwt, pilot_token, refused_again, write_private
 
 QUEUE = "GC_CRED_QUEUE"
 
@@ -180,13 +180,19 @@ def manager(
         "deliveryWaitSeconds": 60,
         "storeDir": str(root / "store"),
         "storeKeyFile": str(store_key),
-        "pilotCredentials": [
-            {"name": "panda_token", "source": str(root / "src" / "tok"),
-             "remotePath": str(root / "site" / "pilot" / "panda_token")}
-        ],
+        "pilotCredentials": pilot_token(root),
     }  # fmt: skip
     values.update(extra)
     return EdgeCredManager(**values)
+
+
+def holding(
+    tmp_path: Path, store_key: Path, clock: Clock, section: dict[str, Any], **extra: Any
+) -> EdgeCredManager:
+    """A manager with a fresh key pair whose source holds a token valid for an hour."""
+    keys = keypair(tmp_path)
+    write_private(tmp_path / "src" / "tok", make_jwt(clock.t, clock.t + 3600))
+    return manager(tmp_path, store_key, section, keys, **extra)
 
 
 def test_delivered_through_globus_compute(
@@ -237,9 +243,7 @@ def test_second_delivery_reuses_the_registration(
     tmp_path: Path, store_key: Path, gc: tuple[GCService, Wire, Path], clock: Clock
 ) -> None:
     svc, wire, secret = gc
-    keys = keypair(tmp_path)
-    write_private(tmp_path / "src" / "tok", make_jwt(clock.t, clock.t + 3600))
-    cm = manager(tmp_path, store_key, facility(svc, secret), keys)
+    cm = holding(tmp_path, store_key, clock, facility(svc, secret))
     assert cm.renew_credential()[0]
     newer = make_jwt(clock.t, clock.t + 7200)
     write_private(tmp_path / "src" / "tok", newer)
@@ -267,9 +271,7 @@ def test_tampered_payload_refused_on_the_site(
     write_private(tmp_path / "src" / "tok", make_jwt(clock.t, clock.t + 7200))
     wire.clear()
     wire.tamper = True  # in the service, between Harvester and the endpoint
-    ok, message = EdgeCredManager(**cm._kwargs).renew_credential()
-    SCAN.exception(message)
-    assert not ok
+    message = refused_again(cm)
     # the site's own refusal, carried back as the task's failure
     assert "payload refused: authentication failed (tampered in transit)" in message
     assert "stays in place" in message
@@ -319,18 +321,14 @@ def test_delivery_waits_no_longer_than_configured(
 ) -> None:
     svc, _, secret = gc
     svc.knobs.update(task_delay=4.0)
-    keys = keypair(tmp_path)
-    write_private(tmp_path / "src" / "tok", make_jwt(clock.t, clock.t + 3600))
-    cm = manager(tmp_path, store_key, facility(svc, secret), keys, deliveryWaitSeconds=1)
+    cm = holding(tmp_path, store_key, clock, facility(svc, secret), deliveryWaitSeconds=1)
     ok, message = cm.renew_credential()
     assert not ok and "no result within 1s" in message
     assert "nothing was delivered before" in message
 
 
 def test_channel_needs_a_gc_facility(tmp_path: Path, store_key: Path, clock: Clock) -> None:
-    keys = keypair(tmp_path)
-    write_private(tmp_path / "src" / "tok", make_jwt(clock.t, clock.t + 3600))
-    cm = manager(tmp_path, store_key, {}, keys)
+    cm = holding(tmp_path, store_key, clock, {})
     ok, message = cm.renew_credential()
     assert not ok and "channel globus-compute needs 'facility'" in message
 
@@ -339,9 +337,7 @@ def test_facility_credential_validated_by_a_grant(
     tmp_path: Path, store_key: Path, gc: tuple[GCService, Wire, Path], clock: Clock
 ) -> None:
     svc, _, secret = gc
-    keys = keypair(tmp_path)
-    write_private(tmp_path / "src" / "tok", make_jwt(clock.t, clock.t + 3600))
-    cm = manager(tmp_path, store_key, facility(svc, secret), keys)
+    cm = holding(tmp_path, store_key, clock, facility(svc, secret))
     ok, notes = cm.keeper().check()
     assert not ok and any("not validated yet: a grant is due" in n for n in notes)
     ok, message = cm.renew_credential()
@@ -362,9 +358,7 @@ def test_refused_client_stops_the_throttler(
     wrong = SCAN.secret("wrong-" + os.urandom(12).hex())
     bad_secret = write_private(tmp_path / "bad.secret", wrong + "\n")
     section = facility(svc, bad_secret)
-    keys = keypair(tmp_path)
-    write_private(tmp_path / "src" / "tok", make_jwt(clock.t, clock.t + 3600))
-    cm = manager(tmp_path, store_key, section, keys)
+    cm = holding(tmp_path, store_key, clock, section)
     ok, message = cm.renew_credential()
     SCAN.exception(message)
     assert not ok and "not usable" in message and "refused" in message
@@ -380,9 +374,7 @@ def test_family_channel_says_how_to_deliver(
 ) -> None:
     """A GC facility with the family's channel ("") names the envelope channel's keys."""
     svc, _, secret = gc
-    keys = keypair(tmp_path)
-    write_private(tmp_path / "src" / "tok", make_jwt(clock.t, clock.t + 3600))
-    cm = manager(tmp_path, store_key, facility(svc, secret), keys, channel="")
+    cm = holding(tmp_path, store_key, clock, facility(svc, secret), channel="")
     ok, message = cm.renew_credential()
     assert not ok and "validated by a grant" in message
     assert "set channel 'globus-compute', envelopeKeyFile and siteKeyFile" in message

@@ -18,7 +18,7 @@ from harvester_edge.localsite.slurm import LocalSlurm, default_slurm_conf
 from harvester_edge.plugins import throttler as throttler_module
 from harvester_edge.plugins.credmanager import EdgeCredManager
 
-from .conftest import SCAN, Clock, make_jwt, write_private
+from .conftest import SCAN, Clock, make_jwt, pilot_token, write_private
 
 
 def gateway(tmp_path: Path, files: bool) -> IRIGateway:
@@ -47,10 +47,7 @@ def manager(gw: IRIGateway, tmp_path: Path, store_key: Path, **extra: Any) -> Ed
             "connectTimeout": 2, "readTimeout": 5, "callDeadline": 20, "retryBackoff": 0.1,
         },
         "storeDir": str(tmp_path / "store"), "storeKeyFile": str(store_key),
-        "pilotCredentials": [
-            {"name": "panda_token", "source": str(tmp_path / "src" / "tok"),
-             "remotePath": str(tmp_path / "site" / "pilot" / "panda_token")}
-        ],
+        "pilotCredentials": pilot_token(tmp_path),
     }  # fmt: skip
     conf.update(extra)
     return EdgeCredManager(**conf)

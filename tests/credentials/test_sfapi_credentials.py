@@ -5,7 +5,6 @@ gateway's upload and command utilities: 0600, atomic, read back."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from harvester_edge.plugins.credmanager import EdgeCredManager
 from harvester_edge.plugins.sfapi import SFAPIBinding
 from harvester_edge.plugins.throttler import EdgeThrottler
 
-from .conftest import SCAN, Clock, make_jwt, write_private
+from .conftest import SCAN, Clock, make_jwt, reading, write_private
 
 DAY = 86400.0
 
@@ -96,22 +95,10 @@ def test_reader_never_sees_partial_file(sfapi: Site) -> None:
     dest = sfapi.root / "site" / "pilot" / "r" / "tok"
     contents = [b"x" * 200000, b"y" * 7, b"z" * 50000]
     channel.deliver(str(dest), contents[0], setup="r", name="tok")
-    seen: list[bytes] = []
-    stop = threading.Event()
-
-    def reader() -> None:
-        while not stop.is_set():
-            seen.append(dest.read_bytes())
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    try:
+    with reading(dest) as seen:
         for i in range(6):
             receipt = channel.deliver(str(dest), contents[i % 3], setup="r", name="tok")
             assert receipt.mode == "0600"
-    finally:
-        stop.set()
-        thread.join()
     assert len(seen) > 10 and all(s in contents for s in seen)
 
 
