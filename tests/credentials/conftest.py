@@ -104,3 +104,11 @@ def refused_again(cm: EdgeCredManager) -> str:
     SCAN.exception(message)
     assert not ok
     return message
+
+
+def source_token(root: Path, clock: Clock, lifetime: float = 3600) -> str:
+    """A new pilot token valid for ``lifetime`` seconds from now in the source ``root/src/tok``
+    (``pilot_token``'s), as its own manager would renew it; the token."""
+    token = make_jwt(clock.t, clock.t + lifetime)
+    write_private(root / "src" / "tok", token)
+    return token

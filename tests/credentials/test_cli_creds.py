@@ -10,7 +10,7 @@ import pytest
 
 from harvester_edge import cli
 
-from .conftest import SCAN, Clock, make_jwt, write_private
+from .conftest import SCAN, Clock, source_token
 
 
 def write_cfg(tmp_path: Path) -> Path:
@@ -42,8 +42,7 @@ def test_keygen_status_renew(
     SCAN.secret((tmp_path / "store.key").read_text())
     assert (tmp_path / "store.key").stat().st_mode & 0o777 == 0o600
     assert cli.main(["creds", "keygen", str(tmp_path / "store.key")]) == 1  # never overwrites
-    token = make_jwt(clock.t, clock.t + 7200)
-    write_private(tmp_path / "src" / "tok", token)
+    token = source_token(tmp_path, clock, 7200)
 
     assert cli.main(["creds", "status", "--cfg", str(cfg)]) == 1
     assert "local_site: NEEDS ATTENTION" in capsys.readouterr().out
@@ -63,7 +62,7 @@ def test_wrong_key_is_one_clear_line(
 ) -> None:
     cfg = write_cfg(tmp_path)
     cli.main(["creds", "keygen", str(tmp_path / "store.key")])
-    write_private(tmp_path / "src" / "tok", make_jwt(clock.t, clock.t + 7200))
+    source_token(tmp_path, clock, 7200)
     assert cli.main(["creds", "renew", "--cfg", str(cfg)]) == 0
     store = tmp_path / "store" / "local_site" / "store.bin"
     before = store.read_bytes()

@@ -26,7 +26,15 @@ from harvester_edge.credentials.families import CHANNELS
 from harvester_edge.credentials.store import new_key
 from harvester_edge.plugins.credmanager import EdgeCredManager
 
-from .conftest import SCAN, Clock, make_jwt, pilot_token, reading, refused_again, write_private
+from .conftest import (
+    SCAN,
+    Clock,
+    pilot_token,
+    reading,
+    refused_again,
+    source_token,
+    write_private,
+)
 
 
 def site(envelope: str, dest: str, key_file: str) -> dict[str, Any]:
@@ -84,8 +92,7 @@ def manager(tmp_path: Path, store_key: Path, keys: tuple[Path, Path]) -> EdgeCre
 def test_delivered_through_envelope(
     tmp_path: Path, store_key: Path, keys: tuple[Path, Path], gc_channel: Any, clock: Clock
 ) -> None:
-    token = make_jwt(clock.t, clock.t + 3600)
-    write_private(tmp_path / "src" / "tok", token)
+    token = source_token(tmp_path, clock)
     cm = manager(tmp_path, store_key, keys)
     ok, message = cm.renew_credential()
     assert ok, message
@@ -99,11 +106,10 @@ def test_delivered_through_envelope(
 def test_tampered_payload_refused_on_site(
     tmp_path: Path, store_key: Path, keys: tuple[Path, Path], gc_channel: Any, clock: Clock
 ) -> None:
-    first = make_jwt(clock.t, clock.t + 3600)
-    write_private(tmp_path / "src" / "tok", first)
+    first = source_token(tmp_path, clock)
     cm = manager(tmp_path, store_key, keys)
     assert cm.renew_credential()[0]
-    write_private(tmp_path / "src" / "tok", make_jwt(clock.t, clock.t + 7200))
+    source_token(tmp_path, clock, 7200)
     gc_channel["run"] = tampered
     message = refused_again(cm)
     assert "authentication failed (tampered in transit)" in message

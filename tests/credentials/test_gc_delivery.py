@@ -29,7 +29,7 @@ from harvester_edge.localsite.gc_service import GCService, start_gc_service
 from harvester_edge.plugins import throttler as throttler_module
 from harvester_edge.plugins.credmanager import EdgeCredManager
 
-from .conftest import SCAN, Clock, make_jwt, pilot_token, refused_again, write_private
+from .conftest import SCAN, Clock, make_jwt, pilot_token, refused_again, source_token, write_private
 
 QUEUE = "GC_CRED_QUEUE"
 
@@ -191,7 +191,7 @@ def holding(
 ) -> EdgeCredManager:
     """A manager with a fresh key pair whose source holds a token valid for an hour."""
     keys = keypair(tmp_path)
-    write_private(tmp_path / "src" / "tok", make_jwt(clock.t, clock.t + 3600))
+    source_token(tmp_path, clock)
     return manager(tmp_path, store_key, section, keys, **extra)
 
 
@@ -200,8 +200,7 @@ def test_delivered_through_globus_compute(
 ) -> None:
     svc, wire, secret = gc
     keys = keypair(tmp_path)
-    token = make_jwt(clock.t, clock.t + 3600)
-    write_private(tmp_path / "src" / "tok", token)
+    token = source_token(tmp_path, clock)
     cm = manager(tmp_path, store_key, facility(svc, secret), keys)
     ok, message = cm.renew_credential()
     assert ok, message
@@ -245,8 +244,7 @@ def test_second_delivery_reuses_the_registration(
     svc, wire, secret = gc
     cm = holding(tmp_path, store_key, clock, facility(svc, secret))
     assert cm.renew_credential()[0]
-    newer = make_jwt(clock.t, clock.t + 7200)
-    write_private(tmp_path / "src" / "tok", newer)
+    newer = source_token(tmp_path, clock, 7200)
     ok, message = EdgeCredManager(**cm._kwargs).renew_credential()
     assert ok, message
     assert (tmp_path / "site" / "pilot" / "panda_token").read_text() == newer
@@ -262,13 +260,12 @@ def test_tampered_payload_refused_on_the_site(
 ) -> None:
     svc, wire, secret = gc
     keys = keypair(tmp_path)
-    first = make_jwt(clock.t, clock.t + 3600)
-    write_private(tmp_path / "src" / "tok", first)
+    first = source_token(tmp_path, clock)
     section = facility(svc, secret)
     cm = manager(tmp_path, store_key, section, keys)
     assert cm.renew_credential()[0]
 
-    write_private(tmp_path / "src" / "tok", make_jwt(clock.t, clock.t + 7200))
+    source_token(tmp_path, clock, 7200)
     wire.clear()
     wire.tamper = True  # in the service, between Harvester and the endpoint
     message = refused_again(cm)

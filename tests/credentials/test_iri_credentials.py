@@ -18,7 +18,7 @@ from harvester_edge.localsite.slurm import LocalSlurm, default_slurm_conf
 from harvester_edge.plugins import throttler as throttler_module
 from harvester_edge.plugins.credmanager import EdgeCredManager
 
-from .conftest import SCAN, Clock, make_jwt, pilot_token, write_private
+from .conftest import SCAN, Clock, pilot_token, source_token, write_private
 
 
 def gateway(tmp_path: Path, files: bool) -> IRIGateway:
@@ -58,8 +58,7 @@ def test_delivered_through_iri_filesystem_routes(
 ) -> None:
     with gateway(tmp_path, files=True) as gw:
         write_private(tmp_path / "iri.token", SCAN.secret(gw.issue_token("alice")))
-        token = make_jwt(clock.t, clock.t + 3600)
-        write_private(tmp_path / "src" / "tok", token)
+        token = source_token(tmp_path, clock)
         cm = manager(gw, tmp_path, store_key)
         ok, message = cm.renew_credential()
         assert ok, message
@@ -75,7 +74,7 @@ def test_deployment_without_filesystem_routes(
 ) -> None:
     with gateway(tmp_path, files=False) as gw:
         write_private(tmp_path / "iri.token", SCAN.secret(gw.issue_token("alice")))
-        write_private(tmp_path / "src" / "tok", make_jwt(clock.t, clock.t + 3600))
+        source_token(tmp_path, clock)
         ok, message = manager(gw, tmp_path, store_key).renew_credential()
         assert not ok
         assert "does not serve the filesystem routes (HTTP 404)" in message
