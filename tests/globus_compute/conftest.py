@@ -23,7 +23,7 @@ from harvester_edge.plugins import throttler as throttler_module
 from harvester_edge.plugins.globus_compute import GCMonitor, GCSubmitter, GCSweeper
 from harvester_edge.plugins.throttler import EdgeThrottler
 
-from ..sfapi.conftest import QUEUE, Site
+from ..sfapi.conftest import QUEUE, TEST_OPTIONS, Site
 
 
 class GCSite(Site):
@@ -47,12 +47,7 @@ class GCSite(Site):
             "remoteWorkDir": str(self.root / "work" / "${workerID}"),
             "accessPoint": str(self.root / "ap" / "${workerID}"),
             "walltimeSeconds": 600,
-            "connectTimeout": 2,
-            "readTimeout": 5,
-            "callDeadline": 20,
-            "retryBackoff": 0.1,
-            "healthCacheSeconds": 0.2,
-            "missingGraceSeconds": 30,
+            **TEST_OPTIONS,
             "killConfirmSeconds": 5,
             "statusShareSeconds": 0,
         }

@@ -19,7 +19,7 @@ from harvester_edge.edge.states import ErrorCode
 from harvester_edge.facilities import gc_functions, registry
 from harvester_edge.harvester import WorkSpec
 
-from ..sfapi.conftest import all_final, cycle, run_until
+from ..sfapi.conftest import all_final, cycle, never_failed_for, run_until
 from .conftest import GCSite
 
 pytestmark = pytest.mark.slurm
@@ -95,11 +95,7 @@ def test_5xx_storm_fails_no_worker(site: GCSite) -> None:
     results = submit(submitter, workers)
     assert all(r[0] is True for r in results), results
     site.gateway.knobs.update(error_rate=0.3, seed=11)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for status, _ in cycle(monitor, workers):
-            assert status not in ("failed", "missed", "cancelled")
-        time.sleep(0.5)
+    never_failed_for(monitor, workers, 10)
     site.gateway.knobs.update(error_rate=0)
     run_until(monitor, workers, all_final)
     assert {w.status for w in workers} == {WorkSpec.ST_finished}

@@ -172,6 +172,16 @@ def cycle(monitor: SFAPIMonitor, workers: list[WorkSpec]) -> list[tuple[str | No
     return answers
 
 
+def never_failed_for(monitor: SFAPIMonitor, workers: list[WorkSpec], seconds: float) -> None:
+    """Monitor passes every half second for ``seconds``: none may give up on a worker (the
+    service's errors while it runs are retried or waited out, never a worker's failure)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for status, _ in cycle(monitor, workers):
+            assert status not in ("failed", "missed", "cancelled")
+        time.sleep(0.5)
+
+
 def run_until(
     monitor: SFAPIMonitor,
     workers: list[WorkSpec],
