@@ -112,3 +112,13 @@ def source_token(root: Path, clock: Clock, lifetime: float = 3600) -> str:
     token = make_jwt(clock.t, clock.t + lifetime)
     write_private(root / "src" / "tok", token)
     return token
+
+
+def renewed_to(cm: EdgeCredManager, root: Path, token: str) -> Path:
+    """Renew with ``cm``, which must succeed and leave ``token`` in ``pilot_token``'s remote
+    file, mode 0600; that file."""
+    ok, message = cm.renew_credential()
+    assert ok, message
+    dest = root / "site" / "pilot" / "panda_token"
+    assert dest.read_text() == token and dest.stat().st_mode & 0o777 == 0o600
+    return dest

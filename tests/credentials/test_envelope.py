@@ -32,6 +32,7 @@ from .conftest import (
     pilot_token,
     reading,
     refused_again,
+    renewed_to,
     source_token,
     write_private,
 )
@@ -94,10 +95,7 @@ def test_delivered_through_envelope(
 ) -> None:
     token = source_token(tmp_path, clock)
     cm = manager(tmp_path, store_key, keys)
-    ok, message = cm.renew_credential()
-    assert ok, message
-    dest = tmp_path / "site" / "pilot" / "panda_token"
-    assert dest.read_text() == token and dest.stat().st_mode & 0o777 == 0o600
+    renewed_to(cm, tmp_path, token)
     assert cm.check_credential()
     verify = [e for e in cm.keeper().audit.entries() if e["kind"] == "verify"]
     assert verify and "mode 0600" in verify[0]["detail"]

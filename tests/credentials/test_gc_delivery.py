@@ -29,7 +29,16 @@ from harvester_edge.localsite.gc_service import GCService, start_gc_service
 from harvester_edge.plugins import throttler as throttler_module
 from harvester_edge.plugins.credmanager import EdgeCredManager
 
-from .conftest import SCAN, Clock, make_jwt, pilot_token, refused_again, source_token, write_private
+from .conftest import (
+    SCAN,
+    Clock,
+    make_jwt,
+    pilot_token,
+    refused_again,
+    renewed_to,
+    source_token,
+    write_private,
+)
 
 QUEUE = "GC_CRED_QUEUE"
 
@@ -202,11 +211,7 @@ def test_delivered_through_globus_compute(
     keys = keypair(tmp_path)
     token = source_token(tmp_path, clock)
     cm = manager(tmp_path, store_key, facility(svc, secret), keys)
-    ok, message = cm.renew_credential()
-    assert ok, message
-    dest = tmp_path / "site" / "pilot" / "panda_token"
-    assert dest.read_text() == token
-    assert dest.stat().st_mode & 0o777 == 0o600
+    dest = renewed_to(cm, tmp_path, token)
     assert cm.check_credential()
     # the receipt is the receiver's read-back, compared with what was sent
     verify = [e for e in cm.keeper().audit.entries() if e["kind"] == "verify"]

@@ -18,7 +18,7 @@ from harvester_edge.localsite.slurm import LocalSlurm, default_slurm_conf
 from harvester_edge.plugins import throttler as throttler_module
 from harvester_edge.plugins.credmanager import EdgeCredManager
 
-from .conftest import SCAN, Clock, pilot_token, source_token, write_private
+from .conftest import SCAN, Clock, pilot_token, renewed_to, source_token, write_private
 
 
 def gateway(tmp_path: Path, files: bool) -> IRIGateway:
@@ -60,10 +60,7 @@ def test_delivered_through_iri_filesystem_routes(
         write_private(tmp_path / "iri.token", SCAN.secret(gw.issue_token("alice")))
         token = source_token(tmp_path, clock)
         cm = manager(gw, tmp_path, store_key)
-        ok, message = cm.renew_credential()
-        assert ok, message
-        remote = tmp_path / "site" / "pilot" / "panda_token"
-        assert remote.read_text() == token and remote.stat().st_mode & 0o777 == 0o600
+        remote = renewed_to(cm, tmp_path, token)
         assert (remote.parent / ".harvester-edge").stat().st_mode & 0o777 == 0o700
         assert gw.counters["filesystem"] == 7 and gw.counters["task"] >= 7
         assert cm.check_credential() is True
