@@ -511,32 +511,7 @@ class IRIGateway(GatewayBook):
             FileTasks(FileArea(list(file_roots), self.workdir)) if file_roots else None
         )
 
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> IRIGateway:
-        """Bind and serve in a background thread; returns self for chaining."""
-        if not self._server.running:
-            if self._stop.is_set():
-                self._stop = threading.Event()
-            self._server.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop at once: hung or stalled requests are dropped unanswered."""
-        self._stop.set()
-        self.knobs.wake()
-        self._server.stop()
-
-    def __enter__(self) -> IRIGateway:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # ------------------------------------------------------------------ public state
-    @property
-    def base_url(self) -> str:
-        return self._server.base_url
-
     def api_url(self, version: str = "v2") -> str:
         """Base URL of one API version (``.../api/v2``)."""
         if version not in self.versions:

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
@@ -234,16 +234,56 @@ class LoopbackServer:
         self._thread = None
 
 
+_G = TypeVar("_G", bound="GatewayBook")
+
+
 class GatewayBook:
     """What every loopback gateway keeps for tests and the demo: per-route request counts and
-    the Slurm jobs it created.  The gateway sets ``_lock``, ``_counters``, ``_jobs_created``
-    and ``knobs`` in its constructor; ``state()`` is its ``GET /_admin/state`` answer, which a
-    gateway extends with its own keys."""
+    the Slurm jobs it created, and its serving lifecycle.  The gateway sets ``_lock``,
+    ``_counters``, ``_jobs_created``, ``knobs``, ``_server`` and ``_stop`` in its
+    constructor; ``state()`` is its ``GET /_admin/state`` answer, which a gateway extends with
+    its own keys."""
 
     _lock: threading.Lock
     _counters: Counter[str]
     _jobs_created: list[str]
     knobs: Any
+    _server: LoopbackServer
+    _stop: threading.Event
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self: _G) -> _G:
+        """Bind and serve in a background thread; returns self for chaining."""
+        if not self._server.running:
+            if self._stop.is_set():  # restarted after stop(): a fresh stop flag
+                self._stop = threading.Event()
+                self._restarted()
+            self._server.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop at once: hung and stalled requests are dropped unanswered."""
+        self._stop.set()
+        self.knobs.wake()
+        self._server.stop()
+        self._stopped()
+
+    def _restarted(self) -> None:
+        """Hook: what a gateway renews when started again after ``stop()``."""
+
+    def _stopped(self) -> None:
+        """Hook: what a gateway releases after its server stopped."""
+
+    def __enter__(self: _G) -> _G:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return self._server.base_url
 
     @property
     def counters(self) -> Counter[str]:

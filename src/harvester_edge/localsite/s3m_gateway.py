@@ -197,27 +197,6 @@ class S3MGateway(GatewayBook):
         self._jobs_created: list[str] = []
         self._sbatch_slots = threading.BoundedSemaphore(max(1, submit_workers))
 
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> S3MGateway:
-        """Bind and serve in a background thread; returns self for chaining."""
-        if not self._server.running:
-            if self._stop.is_set():  # restarted after stop()
-                self._stop = threading.Event()
-            self._server.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop at once: hung and stalled requests are dropped unanswered."""
-        self._stop.set()
-        self.knobs.wake()
-        self._server.stop()
-
-    def __enter__(self) -> S3MGateway:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # ------------------------------------------------------------------ public state
     @property
     def base_url(self) -> str:

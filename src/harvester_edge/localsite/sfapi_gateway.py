@@ -192,34 +192,16 @@ class SFAPIGateway(GatewayBook):
         self._counters: Counter[str] = Counter()
         self._jobs_created: list[str] = []
 
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> SFAPIGateway:
-        """Bind and serve in a background thread; returns self for chaining."""
-        if not self._server.running:
-            if self._stop.is_set():  # restarted after stop(): fresh stop flag and pool
-                self._stop = threading.Event()
-                self.tasks = TaskStore(self._task_workers)
-            self._server.start()
-        return self
+    # ------------------------------------------------------------------ lifecycle hooks
+    def _restarted(self) -> None:
+        """A fresh background-task pool (the old one was shut down)."""
+        self.tasks = TaskStore(self._task_workers)
 
-    def stop(self) -> None:
-        """Stop at once: hung/stalled requests are dropped, queued background work discarded."""
-        self._stop.set()
-        self.knobs.wake()
-        self._server.stop()
+    def _stopped(self) -> None:
+        """Queued background work is discarded."""
         self.tasks.shutdown()
 
-    def __enter__(self) -> SFAPIGateway:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # ------------------------------------------------------------------ public state
-    @property
-    def base_url(self) -> str:
-        return self._server.base_url
-
     @property
     def api_url(self) -> str:
         """Base URL for ``sfapi_client.Client(api_base_url=...)``."""
