@@ -23,14 +23,14 @@ from harvester_edge.harvester import WorkSpec
 from .golden_cases import BASE, CASES, GOLDEN, NOW, case, write_templates
 
 GOLDEN_SHA256 = {
-    "frontier-gpu-level-1": "a294b6e5a9dee1a0cb656265a01e63fc81f34019398b9afba05a29e8d6b3679e",
-    "generic-defaults": "748eceae490667d2e0b94eba3e4070baac71dc1d55e50c8760c7a621a9186570",
-    "generic-shared-node": "c7c000da124d614b5813f681b90041eecfbb45712e755fe527f3c65733228b8f",
+    "frontier-gpu-level-1": "d4f7640c23b9495bb0a0499cbc0de4d8b155d76c8a0922381a71ab6e281d3f48",
+    "generic-defaults": "d1b5ee94b460c6a6967e21c4625749d4841fb78e8f7c5fe96550132326db31eb",
+    "generic-shared-node": "154bdadfee1253561e58038cb86ab610ce2adf7d9476335b0415385d4a48a2f9",
     "operator-no-name": "ed255a34af838fa9681ca3a862b656fe348d4feca118fc1038c821ede6d02f4b",
     "operator-no-shebang": "16e542922c20e8c60f0ec36c6e9ea07ac2c6cec153f8bd5b0db111ba6bfdbce2",
     "operator-template": "0e3ad1a1b2be8e79c527686cb894420457e3296720d00f2b6e4b102f2b2efcb4",
-    "perlmutter-cpu-container": "ba08d0cf3657da7b8697f8e2aec5043681c0b8ea36960b47759e8a12e5225119",
-    "perlmutter-gpu-level-2": "dec388aa191ddb1022c8bf7bbcb732a27aed73026f61bf817d44effadb91a878",
+    "perlmutter-cpu-container": "11a1bc2696dba087538133b10f73367bf4e551441dc3a38b0642492f2f0147f0",
+    "perlmutter-gpu-level-2": "019f0dcf9286acf61b09502d68d9270b0b8f388cc997fcbfee01376330b0c9da",
 }
 
 

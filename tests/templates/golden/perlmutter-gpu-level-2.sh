@@ -29,6 +29,7 @@ HEDGE_JOB_NAME=hedge-CERN_central_A-NERSC_Perlmutter_GPU-w12345
 HEDGE_QUEUE=NERSC_Perlmutter_GPU
 HEDGE_LAUNCHER=$HEDGE_WORK_DIR/node-launcher.sh
 HEDGE_SUMMARY=$HEDGE_WORK_DIR/worker-summary.json
+HEDGE_END_WAIT=10  # seconds to wait for the end records of signalled pilots
 
 hedge_log() { echo "harvester-edge: $*"; }
 
@@ -86,6 +87,14 @@ hedge_summary() {  # STEP_RC: write worker-summary.json, set HEDGE_RC
     printf ' "nodes": [%s],\n' "$(hedge_join "$HEDGE_WORK_DIR"/nodes/*.json)"
     printf ' "pilots": [%s]}\n' "$(hedge_join "$HEDGE_WORK_DIR"/pilots/*.json)"
   } >"$HEDGE_SUMMARY.tmp" && mv -f "$HEDGE_SUMMARY.tmp" "$HEDGE_SUMMARY"
+}
+
+hedge_unfinished() {  # how many started pilots have no end record yet
+  local f n=0
+  for f in "$HEDGE_WORK_DIR"/pilots/*.json; do
+    [ -f "$f" ] && [ ! -f "${f%.json}.exit" ] && n=$(( n + 1 ))
+  done
+  echo "$n"
 }
 
 mkdir -p "$HEDGE_WORK_DIR/pilots" "$HEDGE_WORK_DIR/nodes" || {
@@ -334,5 +343,14 @@ while kill -0 "$hedge_step" 2>/dev/null; do
 done
 HEDGE_RC=0
 hedge_summary "$hedge_step_rc"
+# srun can leave a cancelled job before every signalled pilot wrote its end record: wait a
+# little for the records of pilots that started, rewriting the summary once they are in (the
+# first summary stands if the job is killed meanwhile).
+hedge_waited=0
+while [ "$(hedge_unfinished)" -gt 0 ] && [ "$hedge_waited" -lt "$HEDGE_END_WAIT" ]; do
+  sleep 1
+  hedge_waited=$(( hedge_waited + 1 ))
+done
+[ "$hedge_waited" = 0 ] || hedge_summary "$hedge_step_rc"
 hedge_log "srun step exit $hedge_step_rc; worker exit code $HEDGE_RC; summary $HEDGE_SUMMARY"
 exit "$HEDGE_RC"
