@@ -357,3 +357,46 @@ def test_the_pilot_task_writes_its_output_to_the_batch_log(tmp_path: Path, monke
     assert out.read_text() == "to-the-log\nerr\n"
     with pytest.raises(EdgeAPIError, match="batch log path"):
         wire.pilot_kwargs("x", "/w", "hedge-t", "/m", "relative.out")
+
+
+def test_task_mode_forgets_a_pilot_task_an_hour_after_its_worker_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-running Harvester holds its live workers' pilot tasks only: an hour after a
+    worker's final answer its tag, task id and status are gone; live ones stay."""
+    from harvester_edge.edge import lifecycle
+    from harvester_edge.facilities import registry
+    from harvester_edge.harvester import WorkSpec
+
+    from ..conformance._helpers import drive, only_job, submit, tag_of
+    from ..conformance.conftest import GCTaskFamily
+
+    registry.forget_clients()
+    gc_functions.forget_functions()
+    gc_http.forget_buckets()
+    family = GCTaskFamily(tmp_path)
+    try:
+        family.reconfigure()
+        sub, mon, _ = family.plugins()
+        ended, live = family.workspec(1), family.workspec(2)
+        submit(sub, [ended, live])
+        drive(mon, [ended, live])
+        family.facility.finish(only_job(family.facility, ended).job_id)
+        ((status, diag), _) = drive(mon, [ended, live])
+        assert status == WorkSpec.ST_finished, diag
+        client = mon._edge.client()
+        assert isinstance(client, GCClient) and len(client._pilot_tasks) == 2
+        clock = lifecycle.now()
+        monkeypatch.setattr(lifecycle, "now", lambda: clock + 3500)
+        drive(mon, [live])
+        assert len(client._pilot_tasks) == 2  # within the hour: Harvester may ask again
+        monkeypatch.setattr(lifecycle, "now", lambda: clock + 3700)
+        ((status, diag),) = drive(mon, [live])
+        assert status == WorkSpec.ST_submitted, diag
+        assert list(client._pilot_tasks) == [tag_of(live)]
+        task = client._pilot_tasks[tag_of(live)]
+        assert client._tag_of_task == {task: tag_of(live)}
+        assert not set(client._statuses) - {task} - set(client._probes)
+    finally:
+        family.close()
+        registry.forget_clients()

@@ -93,14 +93,14 @@ def test_operator_template_header_is_read_like_sbatch(tmp_path: Path) -> None:
     assert "\n#SBATCH --job-name=hedge-hid-Q-w42\n#SBATCH -N 2 " in spec.script
 
 
-def test_options_sharing_the_job_name_line_are_dropped_as_before(tmp_path: Path) -> None:
-    """ensure_tag replaces the whole -J line (unchanged behaviour); the spec reads the result."""
+def test_options_sharing_the_job_name_line_are_kept(tmp_path: Path) -> None:
+    """The tag replaces the name only: -N 5 -t 5 on the -J line still ask for 5 nodes, 5 min."""
     template = tmp_path / "op.sh"
     template.write_text("#!/bin/bash\n#SBATCH -J x -N 5 -t 5\necho hi\n")
     cfg = config(templateFile=str(template))
     spec = build_job_spec(cfg, worker(cfg))
-    assert "#SBATCH --job-name=hedge-hid-Q-w42\necho hi\n" in spec.script
-    assert (spec.nodes, spec.walltime_s) == (8, 62 * 60)  # config's values: -N 5 -t 5 are gone
+    assert "#SBATCH --job-name=hedge-hid-Q-w42 --nodes=5 --time=5\necho hi\n" in spec.script
+    assert (spec.nodes, spec.walltime_s) == (5, 5 * 60)
 
 
 def test_operator_template_without_header_values_falls_back_to_config(tmp_path: Path) -> None:

@@ -71,3 +71,37 @@ def test_ensure_tag_is_the_one_the_submitter_used() -> None:
     assert ensure_tag("#SBATCH -J old\n#SBATCH --job-name x\n", "t") == (
         "#SBATCH --job-name=t\n#SBATCH --job-name=t\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        # a name later on the line would win over a tag put after the shebang
+        (
+            "#!/bin/bash\n#SBATCH -N 2 -J foo\necho",
+            "#!/bin/bash\n#SBATCH --nodes=2 --job-name=t\necho",
+        ),
+        (
+            "#!/bin/bash\n#SBATCH -N2 -Jfoo -t 5 # note\n",
+            "#!/bin/bash\n#SBATCH --nodes=2 --job-name=t --time=5\n",
+        ),
+        ("#SLURM --job-name foo --exclusive\n", "#SBATCH --job-name=t --exclusive\n"),
+        (
+            '#!/bin/bash\n#SBATCH --comment="it\'s two" -J x\n',
+            "#!/bin/bash\n#SBATCH --comment='it'\"'\"'s two' --job-name=t\n",
+        ),
+        # past the header sbatch reads nothing: the tag goes in the header
+        (
+            "#!/bin/bash\necho\n#SBATCH -J foo\n",
+            "#!/bin/bash\n#SBATCH --job-name=t\necho\n#SBATCH -J foo\n",
+        ),
+    ],
+)
+def test_ensure_tag_names_the_job_and_keeps_the_other_options(script: str, expected: str) -> None:
+    tagged = ensure_tag(script, "t")
+    assert tagged == expected
+    header = dict(read_header(tagged))
+    assert header["job-name"] == "t"
+    assert {k: v for k, v in header.items() if k != "job-name"} == {
+        k: v for k, v in read_header(script) if k != "job-name"
+    }

@@ -45,22 +45,65 @@ _LONG_VALUES = frozenset(_SHORT.values()) | frozenset(
     "mem-per-cpu mem-per-gpu ntasks-per-node reservation signal time-min wckey".split()
 )
 
-_JOB_NAME = re.compile(r"^#SBATCH\s+(?:--job-name[= ]|-J\s*)", re.MULTILINE)
-_JOB_NAME_LINE = re.compile(r"^#SBATCH\s+(?:--job-name[= ]|-J\s*)\S+.*$", re.MULTILINE)
 
 
 def ensure_tag(script: str, tag: str) -> str:
-    """Make sure the script's job name is the tag, even for an operator's own template.
+    """Make sure the job's name is the tag, even for an operator's own template: a job under
+    any other name is never adopted by its tag.
 
-    A ``--job-name``/``-J`` line is replaced whole; else the line goes right after the shebang,
-    or after a ``#!/bin/bash`` put in front of a script that has none.
+    Every header line that names the job (``-J``, ``--job-name``, anywhere on the line) gets
+    the tag as that name and keeps its other options; with no such line, the tag line goes
+    right after the shebang, or after a ``#!/bin/bash`` put in front of a script that has none.
     """
-    if _JOB_NAME.search(script):
-        return _JOB_NAME_LINE.sub(lambda _: f"#SBATCH --job-name={tag}", script)
-    lines = script.split("\n", 1)
+    lines = script.split("\n")
+    named = False
+    for index, lineno, text in _header_lines(lines):
+        try:
+            pairs = _options(_words(text, lineno), lineno)
+        except EdgeConfigError:
+            continue  # sbatch refuses the script anyway; the spec reports the line
+        if any(key == "job-name" for key, _ in pairs):
+            named = True
+            lines[index] = "#SBATCH " + " ".join(
+                _option_text(key, tag if key == "job-name" else value) for key, value in pairs
+            )
+    if named:
+        return "\n".join(lines)
     if lines[0].startswith("#!"):
-        return f"{lines[0]}\n#SBATCH --job-name={tag}\n{lines[1] if len(lines) > 1 else ''}"
+        return "\n".join([lines[0], f"#SBATCH --job-name={tag}", *lines[1:]]) + (
+            "\n" if len(lines) == 1 else ""
+        )
     return f"#!/bin/bash\n#SBATCH --job-name={tag}\n{script}"
+
+
+_PLAIN = re.compile(r"[\w@%+=:,./-]+\Z")
+
+
+def _option_text(key: str, value: str | None) -> str:
+    """One option as sbatch reads it back: ``--key`` or ``--key=value``, quoted if needed."""
+    if value is None:
+        return f"--{key}"
+    quoted = value if _PLAIN.match(value) else "'" + value.replace("'", "'\"'\"'") + "'"
+    return f"--{key}={quoted}"
+
+
+def _header_lines(lines: list[str]) -> list[tuple[int, int, str]]:
+    """(index, line number, text after the prefix) of each header line sbatch reads."""
+    found = []
+    for index, line in enumerate(lines):
+        if line.startswith("#SBATCH"):
+            text = line[len("#SBATCH") :]
+        elif line.startswith("#SLURM"):
+            text = line[len("#SLURM") :]
+        else:
+            stripped = line.lstrip()
+            if stripped and not stripped.startswith("#"):
+                break  # the first command ends the header, as in sbatch
+            continue
+        if text.split()[:1] and text.split()[0].lower() in ("hetjob", "packjob"):
+            break  # later components of a heterogeneous job are not described
+        found.append((index, index + 1, text))
+    return found
 
 
 def _words(line: str, lineno: int) -> list[str]:
@@ -147,20 +190,8 @@ def read_header(script: str) -> Directives:
     """The ``#SBATCH`` options of ``script`` as sbatch reads them, long names, last value wins
     (each key where it first appeared).  A line sbatch would refuse is an EdgeConfigError."""
     found: dict[str, str | None] = {}
-    for lineno, line in enumerate(script.split("\n"), 1):
-        if line.startswith("#SBATCH"):
-            text = line[len("#SBATCH") :]
-        elif line.startswith("#SLURM"):
-            text = line[len("#SLURM") :]
-        else:
-            stripped = line.lstrip()
-            if stripped and not stripped.startswith("#"):
-                break  # the first command ends the header, as in sbatch
-            continue
-        words = _words(text, lineno)
-        if words and words[0].lower() in ("hetjob", "packjob"):
-            break  # later components of a heterogeneous job are not described
-        for key, value in _options(words, lineno):
+    for _, lineno, text in _header_lines(script.split("\n")):
+        for key, value in _options(_words(text, lineno), lineno):
             found[key] = value
     return tuple(found.items())
 

@@ -70,6 +70,9 @@ MODES = ("batch", "task")
 _WAITING = frozenset({"received", "waiting-for-ep", "waiting-for-nodes", "waiting-for-launch"})
 #: batch-status ids per request
 _STATUS_CHUNK = 1000
+#: task mode: how long a pilot task is remembered after its worker's final answer (Harvester
+#: may ask once more if its own cycle failed); then its tag and status are forgotten
+_ENDED_KEEP = 3600.0
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ class GCClient(FacilityClient):
         self._leading = False
         self._pilot_tasks: dict[str, str] = {}  # task mode: tag -> pilot task id
         self._tag_of_task: dict[str, str] = {}
+        self._pilot_ended: dict[str, float] = {}  # task mode: tag -> first final answer
 
     def __repr__(self) -> str:
         return f"GCClient({self.settings.service_url!r}, endpoint={self.settings.endpoint_id})"
@@ -568,14 +572,21 @@ class GCClient(FacilityClient):
         return probes[0]
 
     def _prune(self, now: float) -> None:
-        """Forget probes nobody read for ``probe_ttl`` (a question that went away); call
-        with the lock held."""
+        """Forget probes nobody read for ``probe_ttl`` (a question that went away) and, in
+        task mode, pilot tasks ended ``_ENDED_KEEP`` ago: a long-running Harvester's memory
+        holds live workers only.  Call with the lock held."""
         ttl = self.settings.probe_ttl
         for task_id in [t for t, p in self._probes.items() if now - p.started > ttl]:
             del self._probes[task_id]
             self._statuses.pop(task_id, None)
         for key in [k for k, p in self._cancels.items() if now - p.started > ttl]:
             self._statuses.pop(self._cancels.pop(key).task_id, None)
+        for tag in [t for t, at in self._pilot_ended.items() if now - at > _ENDED_KEEP]:
+            del self._pilot_ended[tag]
+            task_id = self._pilot_tasks.pop(tag, None)
+            if task_id is not None:
+                self._tag_of_task.pop(task_id, None)
+                self._statuses.pop(task_id, None)
 
     def poll(self, job_ids: Sequence[str]) -> dict[str, JobRecord] | Deferred:
         ids = [str(j) for j in job_ids]
@@ -631,6 +642,9 @@ class GCClient(FacilityClient):
             merged = self._merge(job_id, tag, rec, rc, entry)
             if merged is not None:
                 out[job_id] = merged
+                if merged.state.is_final:
+                    with self._lock:
+                        self._pilot_ended.setdefault(tag, lifecycle.now())
         return out
 
     def _merge(
