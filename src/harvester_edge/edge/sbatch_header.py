@@ -46,7 +46,6 @@ _LONG_VALUES = frozenset(_SHORT.values()) | frozenset(
 )
 
 
-
 def ensure_tag(script: str, tag: str) -> str:
     """Make sure the job's name is the tag, even for an operator's own template: a job under
     any other name is never adopted by its tag.

@@ -583,10 +583,10 @@ class GCClient(FacilityClient):
             self._statuses.pop(self._cancels.pop(key).task_id, None)
         for tag in [t for t, at in self._pilot_ended.items() if now - at > _ENDED_KEEP]:
             del self._pilot_ended[tag]
-            task_id = self._pilot_tasks.pop(tag, None)
-            if task_id is not None:
-                self._tag_of_task.pop(task_id, None)
-                self._statuses.pop(task_id, None)
+            pilot = self._pilot_tasks.pop(tag, None)
+            if pilot is not None:
+                self._tag_of_task.pop(pilot, None)
+                self._statuses.pop(pilot, None)
 
     def poll(self, job_ids: Sequence[str]) -> dict[str, JobRecord] | Deferred:
         ids = [str(j) for j in job_ids]
