@@ -18,6 +18,7 @@ import difflib
 import importlib
 import json
 import os
+import posixpath
 import re
 import tempfile
 import time
@@ -32,8 +33,9 @@ from .config import convert, is_secret_key
 from .credentials.harvester_cfg import _substitute as substitute_env
 from .edge import tags
 from .edge.batch import BatchConfig, WorkerInfo
-from .edge.spec import build_job_spec
+from .edge.spec import JobSpec, build_job_spec
 from .errors import EdgeAPIError, EdgeConfigError
+from .facilities.base import FacilityClient
 from .harvester import WorkSpec, harvester_id
 from .plugins.schema import plugin_keys, type_name
 from .queue_config import build_plugin, merged_queue, plugin_section, plugin_sections
@@ -301,20 +303,24 @@ def _worker(queue: Mapping[str, Any], name: str, worker_id: int) -> WorkSpec:
     return ws
 
 
-def render(config: Mapping[str, Any], name: str, worker_id: int = 1) -> str:
-    """What a worker of queue ``name`` would be submitted with: the batch script, or the
-    service's JSON body (S3M, IRI) after it."""
+def _sample_spec(config: Mapping[str, Any], name: str, worker_id: int = 1) -> JobSpec:
+    """The job a worker of queue ``name`` would get."""
     queue = merged_queue(config, name)
-    section = plugin_section(name, queue, "submitter")
-    plugin = build_plugin(section)
-    cfg = BatchConfig.from_config(section)
+    cfg = BatchConfig.from_config(plugin_section(name, queue, "submitter"))
     hid = harvester_id()
     tag = tags.job_tag(hid, name, worker_id)
     ws = _worker(queue, name, worker_id)
     info = WorkerInfo.from_workspec(
         ws, harvester_id=hid, job_name=tag, work_dir=cfg.worker_dir(hid, worker_id, name)
     )
-    spec = build_job_spec(cfg, info)
+    return build_job_spec(cfg, info)
+
+
+def render(config: Mapping[str, Any], name: str, worker_id: int = 1) -> str:
+    """What a worker of queue ``name`` would be submitted with: the batch script, or the
+    service's JSON body (S3M, IRI) after it."""
+    plugin = build_plugin(plugin_section(name, merged_queue(config, name), "submitter"))
+    spec = _sample_spec(config, name, worker_id)
     body = plugin._edge.make_client().submit_body(spec)
     if isinstance(body, str):
         return body
@@ -359,7 +365,30 @@ def online(config: Mapping[str, Any], name: str) -> tuple[bool, str]:
     credential = f"credential {cred.kind} {cred.identity}".rstrip() + expiry
     if cred.problem:
         return False, f"{status}; {credential}: {cred.problem}"
-    return health.available, f"{status}; {credential}; {request}"
+    ok, dirs = _remote_dirs(client, _sample_spec(config, name))
+    return health.available and ok, f"{status}; {credential}; {request}; {dirs}"
+
+
+def _remote_dirs(client: FacilityClient, spec: JobSpec) -> tuple[bool, str]:
+    """Whether the directories a job needs before its script runs exist on the facility:
+    the batch log's (Slurm fails a job whose output directory is missing) and the submit
+    directory (``remoteWorkDir``'s fixed part)."""
+    out_dir = posixpath.dirname(spec.stdout_path)  # a Slurm pattern (%j) is left to Slurm
+    wanted = sorted({d for d in (out_dir, spec.submit_dir) if d and "%" not in d})
+    if not wanted:
+        return True, "no remote directory to check"
+    try:
+        missing = client.missing_dirs(wanted)
+    except NotImplementedError:
+        return True, f"remote directories not checked (no file access): {', '.join(wanted)}"
+    except EdgeAPIError as exc:
+        return False, f"remote directories not checked: {exc}"
+    if missing:
+        return False, (
+            f"missing on the facility: {', '.join(missing)} (remoteWorkDir's fixed part or the "
+            "batch log's directory: create it, or every job fails before its script runs)"
+        )
+    return True, f"remote directories exist: {', '.join(wanted)}"
 
 
 def submit_test(

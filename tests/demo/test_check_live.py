@@ -79,6 +79,28 @@ def test_online_and_submit_test_reach_finished(
 
 
 @pytest.mark.slurm
+def test_online_names_a_missing_remote_work_dir(
+    live: tuple[LoopbackFamily, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Slurm fails a job whose output directory is missing: a family with file access
+    finds it before any worker does; the others say they could not look."""
+    family, path = live
+    site = path.parent / "site" / family.name
+    rc = cli.main(["check", str(path), "--queue", family.queue, "--online"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    files = family.name.startswith(("sfapi", "gc"))
+    said = f"remote directories exist: {site}" if files else "not checked (no file access)"
+    assert said in out, out
+    site.rmdir()
+    rc = cli.main(["check", str(path), "--queue", family.queue, "--online"])
+    out = capsys.readouterr().out
+    assert rc == (1 if files else 0), out
+    if files:
+        assert f"ERROR  {family.queue}: " in out and f"missing on the facility: {site} " in out
+
+
+@pytest.mark.slurm
 def test_online_names_a_refused_credential(
     live: tuple[LoopbackFamily, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -228,6 +228,12 @@ class FacilityClient(abc.ABC):
         """
         raise NotImplementedError
 
+    def missing_dirs(self, paths: Sequence[str]) -> list[str]:
+        """Those of ``paths`` that are not directories on the facility (``check --online``:
+        the batch log and the pilots' work dirs go under them, and Slurm fails a job whose
+        output directory is missing).  NotImplementedError: the service has no file access."""
+        raise NotImplementedError
+
     def read_texts(self, paths: Sequence[str]) -> dict[str, str | None]:
         """Many small files in as few requests as the service allows: path -> text, or None
         when the file does not exist.  Paths absent from the answer could not be read now.

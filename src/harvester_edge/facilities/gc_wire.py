@@ -276,3 +276,11 @@ def parse_probe(stdout: str) -> ProbeAnswer:
         why = answer.errors[0]
         raise EdgeAPIError(f"globus compute probe: squeue failed: {why}", transient=True)
     return answer
+
+
+def missing_dirs(paths: list) -> list:
+    """Runs on the endpoint (registered by its source): those of ``paths`` that are not
+    directories there (``check --online``)."""
+    import os
+
+    return [p for p in paths if not os.path.isdir(p)]

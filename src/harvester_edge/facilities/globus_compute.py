@@ -73,6 +73,8 @@ _STATUS_CHUNK = 1000
 #: task mode: how long a pilot task is remembered after its worker's final answer (Harvester
 #: may ask once more if its own cycle failed); then its tag and status are forgotten
 _ENDED_KEEP = 3600.0
+#: how long ``check --online`` waits for the endpoint to answer a directory check
+_CHECK_WAIT = 120.0
 
 
 @dataclass(frozen=True)
@@ -315,6 +317,13 @@ class GCClient(FacilityClient):
                 s.done.set()
 
     # one function, waited for ------------------------------------------------------------
+    def missing_dirs(self, paths: Sequence[str]) -> list[str]:
+        """Asked on the endpoint by one Python function task (a check may wait)."""
+        found = self.run_function(wire.missing_dirs, {"paths": list(paths)}, wait=_CHECK_WAIT)
+        if not isinstance(found, list):
+            raise EdgeAPIError("globus compute: the directory check answered no list")
+        return [str(p) for p in found]
+
     def run_function(
         self, fn: Callable[..., Any], kwargs: Mapping[str, Any], *, wait: float
     ) -> Any:

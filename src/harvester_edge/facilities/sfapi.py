@@ -909,6 +909,24 @@ class SFAPIClient(FacilityClient):
         results = run_bounded(one, paths, self.settings.fallback_concurrency)
         return {path: text for path, text, ok in results if ok}
 
+    def missing_dirs(self, paths: Sequence[str]) -> list[str]:
+        """One ``ls`` each (a check's few paths): a directory lists itself as ``.``."""
+        missing = []
+        for path in paths:
+            answer = self.transport.request(
+                "GET", f"utilities/ls/{self.settings.machine}/{path}",
+                forbidden="resource",
+            )  # fmt: skip
+            if not isinstance(answer, dict):
+                raise EdgeAPIError("sfapi ls: answer is not an object")
+            entries = answer.get("entries") if str(answer.get("status")).upper() == "OK" else None
+            if not any(
+                isinstance(e, dict) and e.get("name") == "." and str(e.get("perms", ""))[:1] == "d"
+                for e in entries or []
+            ):
+                missing.append(path)
+        return missing
+
     def live_tags(self, prefix: str) -> list[str]:
         rows = self._jobs({"sacct": "false"}, f"user={self._user()}")
         names = [str(r.get("name", "")) for r in rows if isinstance(r, dict)]
