@@ -486,10 +486,10 @@ def _standalone_numbers(value: Any) -> set[str]:
     """Every number standing on its own in *value*: not part of a timestamp, a version,
     a kernel name ("x86_64", "v669") or a UUID, which may hold the job id's digits."""
     if isinstance(value, dict):
-        return set().union(*map(_standalone_numbers, value.values()), set())
+        return set().union(*map(_standalone_numbers, value.values()))
     if isinstance(value, (list, tuple)):
-        return set().union(*map(_standalone_numbers, value), set())
-    if isinstance(value, bool) or isinstance(value, float):
+        return set().union(*map(_standalone_numbers, value))
+    if isinstance(value, (bool, float)):
         return set()
     return set(re.findall(r"(?<![\w.-])\d+(?![\w.-])", str(value)))
 

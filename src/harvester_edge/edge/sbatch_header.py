@@ -68,10 +68,9 @@ def ensure_tag(script: str, tag: str) -> str:
             )
     if named:
         return "\n".join(lines)
-    if lines[0].startswith("#!"):
-        return "\n".join([lines[0], f"#SBATCH --job-name={tag}", *lines[1:]]) + (
-            "\n" if len(lines) == 1 else ""
-        )
+    first, _, rest = script.partition("\n")
+    if first.startswith("#!"):
+        return f"{first}\n#SBATCH --job-name={tag}\n{rest}"
     return f"#!/bin/bash\n#SBATCH --job-name={tag}\n{script}"
 
 
@@ -99,7 +98,7 @@ def _header_lines(lines: list[str]) -> list[tuple[int, int, str]]:
             if stripped and not stripped.startswith("#"):
                 break  # the first command ends the header, as in sbatch
             continue
-        if text.split()[:1] and text.split()[0].lower() in ("hetjob", "packjob"):
+        if text.lower().split()[:1] in (["hetjob"], ["packjob"]):
             break  # later components of a heterogeneous job are not described
         found.append((index, index + 1, text))
     return found
